@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 from fat_jax import quantizers
 
@@ -49,8 +51,11 @@ class QuantConfig:
             raise ValueError(f"Invalid strict={self.strict!r}: expected True or False.")
         for name in ("weight_alpha_init", "act_alpha_init", "uniform_act_alpha_init"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"Invalid {name}={value!r}: expected a positive number.")
+            valid = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                     and math.isfinite(value) and value > 0)
+            if not valid:
+                raise ValueError(
+                    f"Invalid {name}={value!r}: expected a positive finite number.")
 
     @property
     def full_precision(self) -> bool:

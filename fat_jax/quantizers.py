@@ -41,9 +41,19 @@ INT8_LEVELS = 127
 """Largest 8-bit code magnitude of the first and last layers."""
 
 
+def _is_whole_number(value) -> bool:
+    """Return whether `value` is a real number with no fractional part (not a bool or str)."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return False
+    try:
+        return float(value).is_integer()
+    except (TypeError, ValueError):
+        return False
+
+
 def check_bits(bits: int, name: str = "bits") -> int:
     """Return `bits` as an int, or raise ValueError unless it is a whole number in 2..8."""
-    if isinstance(bits, bool) or int(bits) != bits or not MIN_BITS <= bits <= MAX_BITS:
+    if not _is_whole_number(bits) or not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(
             f"Invalid {name}={bits!r}: expected an integer from {MIN_BITS} to {MAX_BITS}.")
     return int(bits)

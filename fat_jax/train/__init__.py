@@ -1,0 +1,1 @@
+"""Training and evaluation: optimizer groups, steps, checkpoints, the trainer loop."""

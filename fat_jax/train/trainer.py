@@ -1,0 +1,370 @@
+"""Train and evaluate a FAT model on one device or many hosts.
+
+`train_and_evaluate(config, workdir)` is the whole run: validate the config, build the
+model and the grouped SGD, resume from the workdir's newest good checkpoint (or start
+from `init_from`), then step through the epochs with evaluation, TensorBoard logging
+and checkpoints, and return a summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from fat_jax import data, layers, models
+from fat_jax.quant_config import QuantConfig
+from fat_jax.train import checkpoints as checkpoints_lib
+from fat_jax.train import config_check, init_from, mesh as mesh_lib, optim, progress, steps
+from fat_jax.train.state import NO_STEP, TrainState, nonfinite_name
+
+CONFIG_FILE = "config.json"
+LOG_DIR = "tensorboard"
+PLOT_FILE = "curves.png"
+
+
+class DivergenceError(RuntimeError):
+    """A non-finite loss or gradient; the message names the step and the quantity."""
+
+
+class WorkdirConflictError(RuntimeError):
+    """The workdir holds checkpoints of a run with a different config."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Summary:
+    """What a finished (or stopped) run reports."""
+
+    # Best evaluation top-1 over all evaluations, in [0, 1] (NaN when none ran).
+    best_top1: float
+    # Top-1 of the last evaluation.
+    final_top1: float
+    # Steps completed.
+    steps: int
+    # Weight and activation bit widths (32 means full precision).
+    weight_bits: int
+    act_bits: int
+    # Float weights counted as PyTorch counts parameters (no transforms or alphas).
+    num_params: int
+    # Seconds from start to end, compilation included.
+    wall_time_s: float
+    checkpoint_dir: str
+    log_dir: str
+    plot: str
+    # True when a SIGTERM or SIGINT stopped the run after a checkpoint.
+    preempted: bool = False
+
+    def lines(self) -> list[str]:
+        bits = ("float (32-bit)" if self.weight_bits == 32
+                else f"W{self.weight_bits}A{self.act_bits}")
+        return [
+            f"best top-1:   {100 * self.best_top1:.2f}%",
+            f"final top-1:  {100 * self.final_top1:.2f}%",
+            f"bits:         {bits}",
+            f"parameters:   {self.num_params:,}",
+            f"steps:        {self.steps}",
+            f"wall time:    {progress.format_duration(self.wall_time_s)}",
+            f"checkpoints:  {self.checkpoint_dir}",
+            f"TensorBoard:  {self.log_dir}",
+            f"curves:       {self.plot}",
+        ]
+
+
+def quant_config(config: ml_collections.ConfigDict) -> QuantConfig:
+    return QuantConfig(**config.quant.to_dict())
+
+
+def build_model(config: ml_collections.ConfigDict):
+    spec = data.get_spec(config.dataset.name)
+    return models.create(config.model.arch, num_classes=spec.num_classes, quant=quant_config(config))
+
+
+def image_size(config: ml_collections.ConfigDict) -> int:
+    return config.dataset.image_size or data.get_spec(config.dataset.name).image_size
+
+
+def init_variables(model, config: ml_collections.ConfigDict, mesh) -> dict:
+    """Initialise the model's variables, replicated over the mesh."""
+    size = image_size(config)
+    images = jnp.zeros((1, size, size, 3), jnp.float32)
+    init = jax.jit(lambda key: model.init(key, images, train=False),
+                   out_shardings=mesh_lib.replicated(mesh))
+    return init(jax.random.key(config.seed))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    config_check.validate(config, architectures=models.ARCHITECTURES, datasets=data.DATASET_NAMES)
+
+
+# ---------------------------------------------------------------------------
+# Workdir
+# ---------------------------------------------------------------------------
+
+
+def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict,
+                   allow_config_change: bool) -> None:
+    """Refuse a workdir whose checkpoints come from a run with a different config."""
+    saved_path = workdir / CONFIG_FILE
+    has_checkpoints = (workdir / checkpoints_lib.CHECKPOINT_DIR).is_dir() and any(
+        (workdir / checkpoints_lib.CHECKPOINT_DIR).iterdir())
+    if saved_path.is_file() and has_checkpoints:
+        saved = json.loads(saved_path.read_text())
+        differences = config_check.differing_fields(saved, json.loads(config.to_json()))
+        if differences and not allow_config_change:
+            raise WorkdirConflictError(
+                f"Workdir {workdir} holds checkpoints of a run with a different config:\n  "
+                + "\n  ".join(differences)
+                + "\nUse another --workdir, or pass --allow_config_change to resume anyway.")
+        if differences:
+            logging.warning("Resuming %s under a changed config: %s", workdir, "; ".join(differences))
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp = saved_path.with_suffix(".json.tmp")
+        tmp.write_text(config.to_json(indent=2))
+        tmp.replace(saved_path)
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------
+
+
+def evaluate(eval_step, variables: dict, batches: Iterator[dict[str, np.ndarray]],
+             mesh) -> dict[str, float]:
+    """Return mean loss, top-1 and top-5 over every example of the evaluation split."""
+    totals = None
+    for batch in batches:
+        sums = eval_step(variables, mesh_lib.global_batch(mesh, batch))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = {k: float(v) for k, v in jax.device_get(totals).items()}
+    count = totals.pop("count")
+    return {**{k: v / count for k, v in totals.items()}, "count": int(count)}
+
+
+def eval_batches(config: ml_collections.ConfigDict):
+    return data.eval_iterator(
+        config.dataset.name, global_batch_size=config.eval_batch_size,
+        image_size=image_size(config), data_dir=config.dataset.data_dir or None,
+        manual_dir=config.dataset.manual_dir or None)
+
+
+def jit_eval_step(model, mesh):
+    return jax.jit(steps.make_eval_step(model),
+                   in_shardings=(mesh_lib.replicated(mesh), mesh_lib.batch_sharded(mesh)),
+                   out_shardings=mesh_lib.replicated(mesh))
+
+
+# ---------------------------------------------------------------------------
+# Preemption
+# ---------------------------------------------------------------------------
+
+
+class _StopRequest:
+    """Records SIGTERM/SIGINT so the loop can checkpoint and stop; a second one exits."""
+
+    def __init__(self):
+        self.signal_name = None
+        self._previous = {}
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.signal_name is not None:
+            logging.warning("Second %s: exiting at once without a checkpoint.",
+                            signal.Signals(signum).name)
+            raise SystemExit(128 + signum)
+        self.signal_name = signal.Signals(signum).name
+        logging.warning("%s received: finishing the current step, then saving a checkpoint.",
+                        self.signal_name)
+
+    def requested(self) -> bool:
+        """Whether any process received a stop signal (all processes agree)."""
+        local = self.signal_name is not None
+        if jax.process_count() == 1:
+            return local
+        from jax.experimental import multihost_utils
+        return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                       allow_config_change: bool = False) -> Summary:
+    """Train per `config`, writing checkpoints, logs and curves under `workdir`."""
+    start_time = time.monotonic()
+    workdir = pathlib.Path(workdir).resolve()
+    validate(config)
+    _check_workdir(workdir, config, allow_config_change)
+
+    mesh = mesh_lib.create_mesh()
+    spec = data.get_spec(config.dataset.name)
+    data_kwargs = dict(data_dir=config.dataset.data_dir or None,
+                       manual_dir=config.dataset.manual_dir or None)
+    steps_per_epoch = data.steps_per_epoch(config.dataset.name, config.batch_size, **data_kwargs)
+    total_steps = config.num_epochs * steps_per_epoch
+    if config.num_train_steps > 0:
+        total_steps = min(total_steps, config.num_train_steps)
+    logging.info("Training %s on %s (%d classes) at W%sA%s %s, %d devices in %d processes,"
+                 " global batch %d, %d steps/epoch, %d steps.", config.model.arch, spec.name,
+                 spec.num_classes, config.quant.weight_bits, config.quant.act_bits,
+                 config.quant.grid, jax.device_count(), jax.process_count(), config.batch_size,
+                 steps_per_epoch, total_steps)
+
+    # Model, variables and optimizer.
+    model = build_model(config)
+    variables = init_variables(model, config, mesh)
+    if config.init_from:
+        variables = init_from.load(config.init_from, variables, arch=config.model.arch)
+    num_params = models.count_float_params(variables["params"])
+    groups = optim.groups_from_config(
+        {name: config.optimizer.groups[name] for name in config.optimizer.group_order})
+    tx, schedules = optim.create_optimizer(
+        variables["params"], groups, momentum=config.optimizer.momentum,
+        nesterov=config.optimizer.nesterov, steps_per_epoch=steps_per_epoch,
+        decay_epochs=config.optimizer.decay_epochs, decay_factor=config.optimizer.decay_factor)
+    for name, count in optim.count_params_by_group(variables["params"], groups).items():
+        logging.info("Optimizer group %s: %d parameter values.", name, count)
+    replicated = mesh_lib.replicated(mesh)
+    state = jax.jit(lambda v: TrainState.create(v, tx), out_shardings=replicated)(variables)
+
+    # Resume.
+    ckpt = checkpoints_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
+    history = {"train": [], "eval": []}
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        state, meta = restored
+        history = meta.get("history", history)
+        logging.info("Resumed from the checkpoint at step %d in %s.", int(state.step), ckpt.directory)
+    start_step = int(state.step)
+
+    bn_groups = jax.device_count() if config.bn_stats == "per_device" else 1
+    train_step = jax.jit(
+        steps.make_train_step(model, tx, schedules=schedules, seed=config.seed,
+                              label_smoothing=config.label_smoothing, bn_groups=bn_groups,
+                              nan_at_step=config.debug.nan_at_step),
+        in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
+        out_shardings=(replicated, replicated), donate_argnums=0)
+    eval_step = jit_eval_step(model, mesh)
+    layer_stats = jax.jit(layers.layer_stats, out_shardings=replicated)
+
+    train_iter = data.train_iterator(
+        config.dataset.name, global_batch_size=config.batch_size, seed=config.seed,
+        start_step=start_step, image_size=image_size(config), **data_kwargs)
+    logdir = workdir / LOG_DIR
+    reporter = progress.Progress(logdir, total_steps=total_steps, start_step=start_step,
+                                 steps_per_epoch=steps_per_epoch,
+                                 global_batch_size=config.batch_size)
+    stop = _StopRequest()
+    stop.install()
+
+    def check_finite() -> None:
+        bad_step = int(state.nonfinite_step)
+        if bad_step != NO_STEP:
+            ckpt.wait()
+            last_good = ckpt.steps()[-1] if ckpt.steps() else None
+            raise DivergenceError(
+                f"Non-finite {nonfinite_name(state.params, int(state.nonfinite_index))} at step"
+                f" {bad_step}. The last good checkpoint is step {last_good} in"
+                f" {ckpt.directory}. Lower the learning rates or check the input data.")
+
+    def meta(step: int) -> dict[str, Any]:
+        return {"step": step, "epoch": step / steps_per_epoch,
+                "config": json.loads(config.to_json()), "history": history}
+
+    # Main loop.
+    pending = []
+    preempted = False
+    step = start_step
+    try:
+        while step < total_steps:
+            batch = mesh_lib.global_batch(mesh, next(train_iter))
+            state, metrics = train_step(state, batch)
+            pending.append(metrics)
+            step += 1
+            epoch_end = step % steps_per_epoch == 0
+            last = step == total_steps
+
+            if step % config.log_every_steps == 0 or last or epoch_end:
+                check_finite()
+                means = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
+                         for k in pending[0]}
+                pending = []
+                reporter.train(step, means)
+                history["train"].append({"step": step, "epoch": step / steps_per_epoch,
+                                         "loss": means["loss"]})
+                stats = jax.device_get(layer_stats(state.params))
+                reporter.layers(step, stats)
+
+            epoch = step // steps_per_epoch
+            eval_metrics = None
+            if last or (epoch_end and epoch % config.eval_every_epochs == 0):
+                eval_metrics = evaluate(eval_step, state.variables, eval_batches(config), mesh)
+                reporter.evaluate(step, epoch, eval_metrics)
+                history["eval"].append({"step": step, "epoch": step / steps_per_epoch,
+                                        **eval_metrics})
+            if eval_metrics is not None or epoch_end or step % config.checkpoint_every_steps == 0:
+                check_finite()
+                best_metric = None if eval_metrics is None else {
+                    checkpoints_lib.BEST_METRIC: eval_metrics["top1"]}
+                ckpt.save(step, state, meta(step), best_metric)
+
+            if stop.requested():
+                check_finite()
+                if step not in ckpt.steps():
+                    ckpt.save(step, state, meta(step))
+                ckpt.wait()
+                logging.warning("Stopped by %s after step %d; checkpoint saved in %s.",
+                                stop.signal_name or "another process", step, ckpt.directory)
+                preempted = True
+                break
+        ckpt.wait()
+    finally:
+        stop.restore()
+        reporter.close()
+        ckpt.close()
+
+    return _summary(config, workdir, history, step, num_params, start_time, preempted)
+
+
+def _summary(config, workdir, history, step, num_params, start_time, preempted) -> Summary:
+    top1 = [h["top1"] for h in history["eval"]]
+    plot_path = workdir / PLOT_FILE
+    if jax.process_index() == 0:
+        progress.plot_curves(plot_path, history["train"], history["eval"],
+                             f"{config.model.arch} on {config.dataset.name},"
+                             f" W{config.quant.weight_bits}A{config.quant.act_bits}"
+                             f" {config.quant.grid}")
+    return Summary(
+        best_top1=max(top1) if top1 else math.nan,
+        final_top1=top1[-1] if top1 else math.nan,
+        steps=step,
+        weight_bits=config.quant.weight_bits,
+        act_bits=config.quant.act_bits,
+        num_params=num_params,
+        wall_time_s=time.monotonic() - start_time,
+        checkpoint_dir=str(workdir / checkpoints_lib.CHECKPOINT_DIR),
+        log_dir=str(workdir / LOG_DIR),
+        plot=str(plot_path),
+        preempted=preempted,
+    )
