@@ -456,7 +456,8 @@ def variables_to_state_dict(variables: Mapping[str, Any], arch: str, *,
     state_dict = {}
     for key, slot in slots.items():
         value = np.asarray(flat[(slot.collection,) + slot.path], dtype=np.float32)
-        state_dict[key] = np.ascontiguousarray(slot.to_torch(value))
+        # np.array rather than np.ascontiguousarray, which turns scalars into shape (1,).
+        state_dict[key] = np.array(slot.to_torch(value), order="C")
 
     if unused_transforms is None:
         quantized = any(slot.is_quantizer for slot in slots.values())

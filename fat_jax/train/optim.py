@@ -2,7 +2,7 @@
 
 A parameter's path is its keys in the params tree joined by "/", for example
 `layer1_0/conv1/act_alpha`. The config lists groups in order, each with a regex
-`pattern`, a learning rate `lr` and a `weight_decay`; a parameter joins the first group
+`pattern`, a learning rate `lr` and a `weight_decay`. A parameter joins the first group
 whose pattern matches its path (`re.search`). Weight decay is coupled L2, added to the
 gradient before momentum as `torch.optim.SGD` does, and momentum follows torch's
 (no dampening): `buf = momentum * buf + grad; param -= lr * buf`.

@@ -28,8 +28,8 @@ class TrainState:
     # First step whose loss or gradient was not finite, or NO_STEP. Once set, the
     # state stops changing, so the last saved checkpoint stays the last good one.
     nonfinite_step: jax.Array
-    # Which quantity was first non-finite: 0 is the loss, i > 0 the (i-1)-th gradient
-    # leaf in `jax.tree_util.tree_flatten_with_path(params)` order.
+    # Index of the first non-finite quantity: 0 is the loss, i > 0 the (i-1)-th
+    # gradient leaf in `jax.tree_util.tree_flatten_with_path(params)` order.
     nonfinite_index: jax.Array
 
     @classmethod

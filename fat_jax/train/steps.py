@@ -67,7 +67,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
 
     Dropout randomness is `fold_in(seed, step)`, so a resumed run draws the same masks.
     A non-finite loss or gradient freezes the state and records the step and the
-    quantity (see TrainState); the caller checks it before saving and when logging.
+    quantity (see TrainState). The caller checks it before saving and when logging.
     `nan_at_step` >= 0 replaces that step's loss by NaN (a hook for failure tests).
     """
     base_key = jax.random.key(seed)

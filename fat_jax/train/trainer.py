@@ -128,6 +128,11 @@ def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict,
                 + "\nUse another --workdir, or pass --allow_config_change to resume anyway.")
         if differences:
             logging.warning("Resuming %s under a changed config: %s", workdir, "; ".join(differences))
+
+
+def _write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Write the run's config to the workdir atomically (process 0 only)."""
+    saved_path = workdir / CONFIG_FILE
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         tmp = saved_path.with_suffix(".json.tmp")
@@ -222,6 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     data_kwargs = dict(data_dir=config.dataset.data_dir or None,
                        manual_dir=config.dataset.manual_dir or None)
     steps_per_epoch = data.steps_per_epoch(config.dataset.name, config.batch_size, **data_kwargs)
+    _write_config(workdir, config)
     total_steps = config.num_epochs * steps_per_epoch
     if config.num_train_steps > 0:
         total_steps = min(total_steps, config.num_train_steps)

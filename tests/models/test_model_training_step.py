@@ -1,14 +1,17 @@
 """Forward and backward passes of every registered model, float and quantized.
 
-Compilation dominates the cost on CPU: every (model, bit width, grid) combination is
-a separate XLA program, because bits and grid are static. The tests therefore cover
-every model in full precision and in one quantized setting (W4 uniform), the whole
-bits x grid matrix on ResNet-20 (FAT convs, 8-bit stem and head), and the matrix on
-one MobileNetV2 inverted residual block (uniform, depthwise and FAT convs, signed
-inputs, strict mode). Only ResNet-20, VGG-small and ResNet-18 run quantized as whole
-models: the deeper CIFAR ResNets and ResNet-34 stack the same blocks as ResNet-20 and
-ResNet-18, and a quantized ResNet-50 or MobileNetV2 takes minutes to compile on two
-CPU cores, so those run in full precision only.
+Compilation dominates the cost on CPU, and bits and grid are static, so every
+(model, bit width, grid) combination is a separate XLA program. Two things keep the
+file to a few minutes on two cores:
+- The CIFAR ResNets and the inverted residual block run op by op (no `jit`). Each
+  operation compiles once per shape and is reused by the later cases, so a new depth
+  or bit width costs seconds once ResNet-20 has run; the cases run in file order.
+- The whole bits x grid matrix (2 to 5 bits, uniform and log) runs on ResNet-20 (FAT
+  convs, 8-bit stem and head) and on one MobileNetV2 inverted residual block (uniform,
+  depthwise and FAT convs, signed inputs, strict mode). The deeper CIFAR ResNets run
+  in full precision and at W4 uniform, VGG-small and ResNet-18 in full precision and
+  at W4 uniform, and ResNet-34, ResNet-50 and MobileNetV2 in full precision only: a
+  quantized ResNet-50 or MobileNetV2 takes minutes to compile on two CPU cores.
 """
 
 import numpy as np
@@ -28,33 +31,59 @@ W4_UNIFORM = QuantConfig.from_bits(4)
 QUANTIZED_SETTINGS = [
     QuantConfig.from_bits(bits, grid=grid) for bits in (2, 3, 4, 5) for grid in ("uniform", "log")
 ]
-# The registered models with a quantized run at native resolution (see module docstring).
-QUANTIZED_MODELS = ("resnet20", "vgg_small", "resnet18")
+
+CIFAR_RESNET_CASES = (
+    [("resnet20", quant) for quant in [FLOAT, *QUANTIZED_SETTINGS]]
+    + [(name, quant) for name in ("resnet32", "resnet44", "resnet56", "resnet110")
+       for quant in (FLOAT, W4_UNIFORM)])
+JIT_CASES = [
+    ("vgg_small", FLOAT), ("vgg_small", W4_UNIFORM),
+    ("resnet18", FLOAT), ("resnet18", W4_UNIFORM),
+    ("resnet34", FLOAT), ("resnet50", FLOAT), ("mobilenetv2", FLOAT),
+]
+BLOCK_SETTINGS = [
+    *QUANTIZED_SETTINGS,
+    QuantConfig.from_bits(3, strict=True),
+    QuantConfig.from_bits(2, grid="log", strict=True),
+]
 
 
 def setting_id(quant: QuantConfig) -> str:
     if quant.full_precision:
         return "float"
-    return f"w{quant.weight_bits}a{quant.act_bits}_{quant.grid}" + ("_strict" if quant.strict else "")
+    strict = "_strict" if quant.strict else ""
+    return f"w{quant.weight_bits}a{quant.act_bits}_{quant.grid}{strict}"
+
+
+def case_id(case) -> str:
+    name, quant = case
+    return f"{name}-{setting_id(quant)}"
 
 
 def num_classes_of(name: str) -> int:
     return 10 if models.ARCHITECTURES[name].family == "cifar" else 1000
 
 
-def random_variables(model, images_shape, quant: QuantConfig, seed: int = 0):
+def random_variables(model, inputs_shape, quant: QuantConfig, seed: int = 0):
     """Return variables of `model` filled from numpy, with no compiled `init`.
 
-    Kernels are He-normal over fan-out, BatchNorm statistics are perturbed from their
-    inits, and the quantizer parameters take their QuantConfig inits.
+    Kernels are He-normal over fan-out, except those of uniform quantized convs: their
+    weights are only mean-centred before the 3.0 clip, so He-normal depthwise kernels
+    (std about 0.04) would all quantize to zero; they get a standard normal kernel, the
+    scale of pretrained weights. BatchNorm parameters and statistics are perturbed from
+    their inits, and the quantizer parameters take their QuantConfig inits.
     """
-    shapes = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros(images_shape, jnp.float32), train=False))
+    shapes = traverse_util.flatten_dict(jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros(inputs_shape, jnp.float32), train=False)))
     rng = np.random.default_rng(seed)
     flat = {}
-    for path, leaf in traverse_util.flatten_dict(shapes).items():
+    for path, leaf in shapes.items():
         name, shape = path[-1], leaf.shape
-        if name == "kernel":
+        module = path[:-1]
+        uniform_conv = (*module, "weight_alpha") in shapes and (*module, "transform") not in shapes
+        if name == "kernel" and uniform_conv:
+            value = rng.normal(0.0, 1.0, shape)
+        elif name == "kernel":
             fan_out = shape[-1] * int(np.prod(shape[:-2]))
             value = rng.normal(0.0, np.sqrt(2.0 / fan_out), shape)
         elif name == "scale":
@@ -76,7 +105,7 @@ def random_variables(model, images_shape, quant: QuantConfig, seed: int = 0):
 
 
 def training_step(model, variables, images, labels):
-    """Return the loss, the parameter gradients and the updated batch statistics."""
+    """Return the loss, the logits, the parameter gradients and the new batch statistics."""
 
     def loss_fn(params):
         logits, updates = model.apply(
@@ -90,80 +119,67 @@ def training_step(model, variables, images, labels):
     return loss, logits, grads, batch_stats
 
 
-def check_training_step(model, quant: QuantConfig, resolution: int, num_classes: int):
-    """Run one jitted training step and check shapes and finite, non-zero gradients.
+def assert_gradients_usable(grads):
+    """Check that every gradient is finite and that only FAT transforms may be all zero.
 
-    FAT transforms are exempt from the non-zero check: at init the mask of a layer with
-    N >= 64 weights per filter saturates to exactly 1.0 in float32, so the sigmoid
-    passes no gradient to the transform.
+    At init the mask of a layer with 64 or more weights per filter saturates to exactly
+    1.0 in float32, so the sigmoid passes no gradient to the transform.
     """
-    images_shape = (BATCH, resolution, resolution, 3)
+    flat = {"/".join(path): np.asarray(grad) for path, grad in traverse_util.flatten_dict(grads).items()}
+    non_finite = [path for path, grad in flat.items() if not np.all(np.isfinite(grad))]
+    assert not non_finite, f"non-finite gradients in {non_finite}"
+    all_zero = [path for path, grad in flat.items()
+                if not path.endswith("transform") and not np.any(grad)]
+    assert not all_zero, f"all-zero gradients in {all_zero}"
+
+
+def check_training_step(name: str, quant: QuantConfig, use_jit: bool):
+    info = models.ARCHITECTURES[name]
+    num_classes = num_classes_of(name)
+    model = models.create(name, num_classes=num_classes, quant=quant)
+    images_shape = (BATCH, info.resolution, info.resolution, 3)
     variables = random_variables(model, images_shape, quant)
     images = jnp.asarray(np.random.default_rng(1).normal(size=images_shape), jnp.float32)
     labels = jnp.arange(BATCH) % num_classes
 
-    loss, logits, grads, batch_stats = jax.jit(training_step, static_argnums=0)(
-        model, variables, images, labels)
+    step = jax.jit(training_step, static_argnums=0) if use_jit else training_step
+    loss, logits, grads, batch_stats = step(model, variables, images, labels)
 
     assert logits.shape == (BATCH, num_classes)
     assert np.isfinite(float(loss))
-    bad = [
-        "/".join(path) for path, grad in traverse_util.flatten_dict(grads).items()
-        if not np.all(np.isfinite(np.asarray(grad)))
-    ]
-    assert not bad, f"non-finite gradients in {bad}"
-    zero = [
-        "/".join(path) for path, grad in traverse_util.flatten_dict(grads).items()
-        if path[-1] != "transform" and not np.any(np.asarray(grad))
-    ]
-    assert not zero, f"all-zero gradients in {zero}"
-    stats = traverse_util.flatten_dict(batch_stats)
-    assert all(np.all(np.isfinite(np.asarray(value))) for value in stats.values())
+    assert_gradients_usable(grads)
+    for path, value in traverse_util.flatten_dict(batch_stats).items():
+        assert np.all(np.isfinite(np.asarray(value))), "/".join(path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(models.ARCHITECTURES))
-def test_float_model_training_step(name):
-    info = models.ARCHITECTURES[name]
-    model = models.create(name, num_classes=num_classes_of(name), quant=FLOAT)
-    check_training_step(model, FLOAT, info.resolution, num_classes_of(name))
+@pytest.mark.parametrize("case", CIFAR_RESNET_CASES, ids=case_id)
+def test_cifar_resnet_training_step(case):
+    name, quant = case
+    check_training_step(name, quant, use_jit=False)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", QUANTIZED_MODELS)
-def test_quantized_model_training_step(name):
-    info = models.ARCHITECTURES[name]
-    model = models.create(name, num_classes=num_classes_of(name), quant=W4_UNIFORM)
-    check_training_step(model, W4_UNIFORM, info.resolution, num_classes_of(name))
+@pytest.mark.parametrize("case", JIT_CASES, ids=case_id)
+def test_model_training_step(case):
+    name, quant = case
+    check_training_step(name, quant, use_jit=True)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("quant", [q for q in QUANTIZED_SETTINGS if q != W4_UNIFORM],
-                         ids=setting_id)
-def test_resnet20_training_step_bits_and_grids(quant):
-    model = models.create("resnet20", num_classes=10, quant=quant)
-    check_training_step(model, quant, 32, 10)
-
-
-@pytest.mark.parametrize(
-    "quant", [*QUANTIZED_SETTINGS, QuantConfig.from_bits(3, strict=True),
-              QuantConfig.from_bits(2, grid="log", strict=True)], ids=setting_id)
+@pytest.mark.parametrize("quant", BLOCK_SETTINGS, ids=setting_id)
 def test_inverted_residual_training_step(quant):
     block = models.InvertedResidual(features=24, strides=1, expand_ratio=6, quant=quant)
-    images_shape = (BATCH, 8, 8, 24)
-    variables = random_variables(block, images_shape, quant)
-    images = jnp.asarray(np.random.default_rng(1).normal(size=images_shape), jnp.float32)
+    inputs_shape = (BATCH, 8, 8, 24)
+    variables = random_variables(block, inputs_shape, quant)
+    inputs = jnp.asarray(np.random.default_rng(1).normal(size=inputs_shape), jnp.float32)
 
     def loss_fn(params):
-        out, updates = block.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                                   images, train=True, mutable=["batch_stats"])
+        out, _ = block.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                             inputs, train=True, mutable=["batch_stats"])
         return jnp.mean(out**2), out
 
-    (loss, out), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+    (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
 
-    assert out.shape == images_shape
+    assert out.shape == inputs_shape
     assert np.isfinite(float(loss))
-    for path, grad in traverse_util.flatten_dict(grads).items():
-        assert np.all(np.isfinite(np.asarray(grad))), "/".join(path)
-        if path[-1] != "transform":
-            assert np.any(np.asarray(grad)), f"all-zero gradient in {'/'.join(path)}"
+    assert_gradients_usable(grads)

@@ -1,0 +1,99 @@
+"""Tests of the command lines: experiments.train and experiments.evaluate."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from fat_jax import data
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+TIMEOUT_S = 900
+
+
+def _run(module, *args, env_overrides=None):
+    env = dict(os.environ)
+    env.pop("FAT_JAX_IMAGENET_DIR", None)
+    env.update(env_overrides or {})
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("digits_tfds"))
+
+
+def test_missing_imagenet_exits_2(tmp_path):
+    empty = tmp_path / "archives"
+    empty.mkdir()
+    result = _run("experiments.train", "--config=configs/mobilenetv2_w4a4.py",
+                  f"--workdir={tmp_path / 'run'}", f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+                  f"--config.dataset.manual_dir={empty}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "ILSVRC2012_img_train.tar" in result.stderr
+    assert "ILSVRC2012_img_val.tar" in result.stderr
+    assert str(empty) in result.stderr
+    assert "dataset.manual_dir" in result.stderr
+    assert "FAT_JAX_IMAGENET_DIR" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.quant.weight_bits=9", r"config.quant.weight_bits=9"),
+    ("--config.model.arch=resnet99", r"config.model.arch='resnet99'"),
+    ("--config.batch_size=30", r"config.batch_size=30.*multiple of the device count"),
+    ("--config.init_from=/nonexistent/run", r"config.init_from='/nonexistent/run'"),
+])
+def test_invalid_config_exits_2(tmp_path, digits_dir, override, message):
+    result = _run("experiments.train", f"--workdir={tmp_path}",
+                  f"--config.dataset.data_dir={digits_dir}", override)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert re.search(message, errors[0])
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_digits(tmp_path, digits_dir):
+    workdir = tmp_path / "run"
+    result = _run("experiments.train", f"--workdir={workdir}",
+                  f"--config.dataset.data_dir={digits_dir}", "--config.num_train_steps=3",
+                  "--config.log_every_steps=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Workdir: {workdir}" in result.stdout
+    for field in ("best top-1:", "final top-1:", "bits:         W4A4", "parameters:   272,474",
+                  "wall time:", "checkpoints:", "TensorBoard:"):
+        assert field in result.stdout
+    assert re.search(r"step 3/3 .* steps/s, .* images/s, ETA", result.stderr)
+
+    evaluated = _run("experiments.evaluate", f"--config.dataset.data_dir={digits_dir}",
+                     f"--checkpoint={workdir}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert re.search(r"resnet20 on digits \(360 examples\): top-1 \d+\.\d\d%", evaluated.stdout)
+
+
+def test_evaluate_bad_checkpoint_path(tmp_path):
+    result = _run("experiments.evaluate", f"--checkpoint={tmp_path / 'nothing'}")
+    assert result.returncode == 2
+    assert "not a file, a run workdir or a checkpoint step directory" in result.stderr
+
+
+@pytest.mark.slow
+def test_headline_mobilenetv2_on_miniature_imagenet(tmp_path):
+    data_dir, manual_dir = data.prepare_miniature_imagenet(tmp_path / "imagenet")
+    workdir = tmp_path / "run"
+    result = _run("experiments.train", "--config=configs/mobilenetv2_w4a4.py",
+                  f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
+                  f"--config.dataset.manual_dir={manual_dir}", "--config.batch_size=8",
+                  "--config.eval_batch_size=8", "--config.num_train_steps=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bits:         W4A4" in result.stdout
+    assert "parameters:   3,504,872" in result.stdout
+    assert re.search(r"eval after epoch \d+ \(step 2\).* on 50 examples", result.stderr)
+    assert (workdir / "checkpoints" / "2").is_dir()
