@@ -71,6 +71,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset.manual_dir = ""
     # Training and evaluation resolution (0 = the dataset's native size).
     config.dataset.image_size = 0
+    # Number of slices the training split is read in, each with its own shuffle
+    # (0 = one per process). Each process reads input_shards / process_count of them.
+    # The input order depends on this number, not on the process or device count, so
+    # fix it to compare or resume runs on different numbers of processes.
+    config.dataset.input_shards = 0
 
     config.model = ml_collections.ConfigDict()
     # Architecture name, see fat_jax.models.ARCHITECTURES.
@@ -121,7 +126,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_every_epochs = 1
 
     config.debug = ml_collections.ConfigDict()
-    # Replace the loss at this step by NaN (tests of the divergence check); -1 = off.
+    # Replace the loss of this step (counting from 1, as the logs do) by NaN, to test
+    # the divergence check; -1 = off.
     config.debug.nan_at_step = -1
     return config
 

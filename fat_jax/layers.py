@@ -81,7 +81,9 @@ class FATConv(_QuantConvBase):
     """Conv with a FAT weight path and a quantized input activation.
 
     Weight: standardize, frequency filter (learned `transform`), b-bit quantizer with
-    clip `weight_alpha`. Input: b-bit quantizer with clip `act_alpha`.
+    clip `weight_alpha`. Input: b-bit quantizer with clip `act_alpha`. With
+    `quant.use_transform=False` the frequency filter and its `transform` parameter are
+    left out.
     """
 
     quant: QuantConfig = QuantConfig()
@@ -91,9 +93,11 @@ class FATConv(_QuantConvBase):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self._kernel(x)
-        transform_matrix = self.param(
-            "transform", nn.initializers.constant(1.0 / self.features),
-            (self.features, self.features), jnp.float32)
+        transform_matrix = None
+        if self.quant.use_transform:
+            transform_matrix = self.param(
+                "transform", nn.initializers.constant(1.0 / self.features),
+                (self.features, self.features), jnp.float32)
         weight_alpha = self.param(
             "weight_alpha", nn.initializers.constant(self.quant.weight_alpha_init), (), jnp.float32)
         act_alpha = self.param(
@@ -170,12 +174,17 @@ def quantize_input(x: jax.Array, act_alpha: jax.Array, quant: QuantConfig,
         quant.lower_clip(signed_input))
 
 
-def fat_weight(kernel: jax.Array, transform_matrix: jax.Array, weight_alpha: jax.Array,
+def fat_weight(kernel: jax.Array, transform_matrix: jax.Array | None, weight_alpha: jax.Array,
                quant: QuantConfig) -> jax.Array:
-    """Return the quantized weight of a FAT conv from its HWIO kernel."""
-    filtered, _ = transform.frequency_transform(
-        transform.standardize(kernel), transform_matrix, "HWIO")
-    return quantizers.quantize_weight(filtered, weight_alpha, quant.weight_bits, quant.grid)
+    """Return the quantized weight of a FAT conv from its HWIO kernel.
+
+    A `transform_matrix` of None (the layer under `quant.use_transform=False`) skips
+    the frequency filter, so the standardized kernel goes to the quantizer unfiltered.
+    """
+    weight = transform.standardize(kernel)
+    if transform_matrix is not None:
+        weight, _ = transform.frequency_transform(weight, transform_matrix, "HWIO")
+    return quantizers.quantize_weight(weight, weight_alpha, quant.weight_bits, quant.grid)
 
 
 # ---------------------------------------------------------------------------

@@ -28,6 +28,11 @@ class QuantConfig:
     # the input can be negative) and abs-max 8-bit layers with clipped codes. False
     # reproduces the reference implementation.
     strict: bool = False
+    # Whether FAT convs filter the standardized weight by the learned frequency mask
+    # (the FAT method). False drops the filter and its `transform` parameter, leaving
+    # standardize and the weight quantizer: the same quantizers without the transform,
+    # as a baseline for ablations and benchmarks.
+    use_transform: bool = True
     # Initial weight clip, in units of the standardized weight.
     weight_alpha_init: float = 3.0
     # Initial activation clip of FAT convs (5.0 on CIFAR-10, 8.0 on ImageNet).
@@ -47,8 +52,10 @@ class QuantConfig:
             quantizers.check_bits(self.act_bits, "act_bits")
         quantizers.check_choice(self.grid, quantizers.GRIDS, "grid")
         quantizers.check_choice(self.act_alpha_grad, quantizers.ALPHA_GRADS, "act_alpha_grad")
-        if not isinstance(self.strict, bool):
-            raise ValueError(f"Invalid strict={self.strict!r}: expected True or False.")
+        for name in ("strict", "use_transform"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"Invalid {name}={value!r}: expected True or False.")
         for name in ("weight_alpha_init", "act_alpha_init", "uniform_act_alpha_init"):
             value = getattr(self, name)
             valid = (isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -240,16 +240,30 @@ def quantize_activation(x: jax.Array, alpha: jax.Array, bits: int, grid: str = "
 # ---------------------------------------------------------------------------
 
 
+def _ieee_divide(x: jax.Array, divisor) -> jax.Array:
+    """Return x / divisor rounded as IEEE division, as PyTorch computes it.
+
+    XLA rewrites a division by a broadcast scalar into a multiplication by its
+    reciprocal, which can differ by one ulp. One ulp moves a value that sits exactly
+    on a rounding tie, so the 8-bit codes and the released checkpoint's logits depend
+    on it. The barrier hides the broadcast divisor from that rewrite.
+    """
+    divisor = jnp.broadcast_to(jnp.asarray(divisor, x.dtype), x.shape)
+    return x / jax.lax.optimization_barrier(divisor)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _quantize_int8(w, strict):
+    # The reference's order of operations: ((w / m) * 127).round() / 127 * m.
     if strict:
         scale = jax.lax.stop_gradient(jnp.max(jnp.abs(w)))
-        codes = jnp.clip(jnp.round(INT8_LEVELS * w / scale), -INT8_LEVELS, INT8_LEVELS)
+        codes = jnp.clip(jnp.round(_ieee_divide(w, scale) * INT8_LEVELS),
+                         -INT8_LEVELS, INT8_LEVELS)
     else:
         # The reference scales by the signed max, so codes can fall below -127.
         scale = jax.lax.stop_gradient(jnp.max(w))
-        codes = jnp.round(INT8_LEVELS * w / scale)
-    return scale * codes / INT8_LEVELS
+        codes = jnp.round(_ieee_divide(w, scale) * INT8_LEVELS)
+    return _ieee_divide(codes, INT8_LEVELS) * scale
 
 
 _quantize_int8.defvjp(
@@ -262,7 +276,7 @@ def quantize_int8(w: jax.Array, strict: bool = False) -> jax.Array:
     """Quantize a first-conv or last-dense weight to 8 bits, straight-through gradient.
 
     Reference numerics (strict=False): scale m = max(w), the signed max, and
-    `m * round(127 * w / m) / 127` with no clipping. Strict: m = max(|w|) and codes
+    `round(w / m * 127) / 127 * m` with no clipping, each step rounded as in PyTorch. Strict: m = max(|w|) and codes
     clipped to [-127, 127].
     """
     return _quantize_int8(w, bool(strict))

@@ -2,8 +2,8 @@
 
 State-dict keys follow the PyTorch module names of the FAT reference implementation
 (CIFAR-10 models) and of torchvision (ImageNet models). The Flax models name their
-submodules after them with `_` for `.`, so a Flax variable path maps to a key by rule:
-join the module names with `.`, replace every `_` in a module name by `.`, and append
+submodules after them with `_` for `.`, so a Flax variable path maps to a key by rule.
+Join the module names with `.`, replace every `_` in a module name by `.`, and append
 the PyTorch name of the leaf:
 
     Flax leaf (collection/module/.../name)   PyTorch key suffix          array
@@ -27,7 +27,9 @@ On import, every `num_batches_tracked` key and the reference's unused
 `transform.weight` of the 8-bit first conv and last dense layer (e.g.
 `conv1.transform.weight`, `linear.transform.weight`) are ignored by name. Any other key
 that is missing, unexpected, mis-shaped or not floating point raises a ValueError that
-lists the keys with their shapes, so no weight is ever dropped silently.
+lists the keys with their shapes, so no weight is ever dropped silently. The one
+exception is `load_torchvision_weights`, which accepts a state dict without any of the
+quantizer parameters (transforms and alphas) and keeps their inits.
 
 Files: `.safetensors` is read with `safetensors.numpy` (no PyTorch needed);
 `.pth`, `.pth.tar`, `.pt` and `.bin` are read with `torch.load(weights_only=True)`
@@ -91,7 +93,7 @@ TORCH_MISSING_MESSAGE = (
 
 @dataclasses.dataclass(frozen=True)
 class _Slot:
-    """Where one state-dict key lives in the Flax variables, and how it converts."""
+    """Location of one state-dict key in the Flax variables, and its layout conversion."""
 
     collection: str
     path: tuple[str, ...]
@@ -189,7 +191,7 @@ def read_state_dict(path: PathLike) -> StateDict:
     Raises:
         FileNotFoundError: no file at `path`.
         ImportError: a `torch.save` file and no PyTorch; the message gives the fix.
-        ValueError: an unsupported suffix or a file that holds no state dict.
+        ValueError: an unsupported suffix, or a file that contains no state dict.
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -216,8 +218,8 @@ def _read_torch_file(path: pathlib.Path) -> StateDict:
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping):
         raise ValueError(
-            f"{path} holds a {type(checkpoint).__name__}, not a state dict or a checkpoint"
-            " dict with a 'state_dict' entry.")
+            f"Invalid checkpoint {path}: it contains a {type(checkpoint).__name__}, not a"
+            " state dict or a checkpoint dict with a 'state_dict' entry.")
 
     state_dict = {}
     not_tensors = []
@@ -227,7 +229,7 @@ def _read_torch_file(path: pathlib.Path) -> StateDict:
             continue
         value = value.detach().cpu()
         if value.dtype == torch.bfloat16:
-            # numpy has no bfloat16; float32 holds every bfloat16 value exactly.
+            # numpy has no bfloat16, and float32 represents every bfloat16 value exactly.
             value = value.float()
         state_dict[key] = value.numpy()
     if not_tensors:
@@ -269,7 +271,8 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], arch: str,
             error either way.
 
     Returns:
-        New variables as a nested dict of float32 jax arrays.
+        New variables as a nested dict: the state-dict values as float32 jax arrays,
+        and any quantizer parameters it lacks as the leaves of `variables`.
 
     Raises:
         ValueError: missing, unexpected, mis-shaped or non-float keys, all listed.
@@ -313,18 +316,18 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], arch: str,
         raise ValueError(
             "The template variables are abstract (jax.ShapeDtypeStruct) and the state dict"
             f" does not provide {_list_keys(abstract)}. Pass initialized variables.")
-    kept = sorted(set(slots) - required)
-    if kept:
+    num_kept = len(set(slots) - required)
+    if num_kept:
         logging.info("Kept %d quantizer parameters at their values in the template"
-                     " variables (the state dict has none).", len(kept))
+                     " variables because the state dict has none.", num_kept)
     return traverse_util.unflatten_dict(flat)
 
 
 def _list_keys(keys: list[str], describe=str) -> str:
-    shown = [describe(key) for key in keys[:_MAX_LISTED_KEYS]]
+    lines = [describe(key) for key in keys[:_MAX_LISTED_KEYS]]
     if len(keys) > _MAX_LISTED_KEYS:
-        shown.append(f"... and {len(keys) - _MAX_LISTED_KEYS} more")
-    return "\n    " + "\n    ".join(shown)
+        lines.append(f"... and {len(keys) - _MAX_LISTED_KEYS} more")
+    return "\n    " + "\n    ".join(lines)
 
 
 def _is_quantizer_key(key: str) -> bool:
@@ -380,7 +383,7 @@ def load_torchvision_weights(source: PathLike | Mapping[str, np.ndarray], arch: 
         variables: the model's initialized variables.
 
     Returns:
-        New variables as a nested dict of float32 jax arrays.
+        New variables as a nested dict (see `state_dict_to_variables`).
 
     Raises:
         ValueError: missing, unexpected, mis-shaped or non-float keys, all listed.
@@ -448,8 +451,9 @@ def variables_to_state_dict(variables: Mapping[str, Any], arch: str, *,
             models, whose target is torchvision.
 
     Returns:
-        The state dict. It has no `num_batches_tracked` entries; PyTorch's BatchNorm
-        fills them in with 0 when a state dict without them is loaded.
+        The state dict. It has no `num_batches_tracked` entries: PyTorch's BatchNorm
+        (checked with 2.13) loads a state dict without them, strict or not, and keeps
+        its own counter.
     """
     slots = _slots(variables)
     flat = traverse_util.flatten_dict(variables)

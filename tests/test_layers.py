@@ -120,6 +120,14 @@ def test_fat_conv_alpha_inits_from_config():
     assert float(params["act_alpha"]) == 8.0
 
 
+def test_fat_conv_without_transform_params():
+    quant = QuantConfig(use_transform=False)
+
+    shapes = param_shapes(layers.FATConv(COUT, 3, padding=1, quant=quant), random_input())
+
+    assert shapes == {"kernel": (3, 3, CIN, COUT), "weight_alpha": (), "act_alpha": ()}
+
+
 def test_uniform_conv_params():
     quant = QuantConfig(act_alpha_init=8.0, uniform_act_alpha_init=6.0)
 
@@ -181,6 +189,51 @@ def test_fat_conv_matches_by_hand(quant, signed_input):
     xq, wq = fat_by_hand(params, x, quant, signed_input)
     np.testing.assert_allclose(np.asarray(out), np.asarray(lax_conv(xq, wq)),
                                rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("grid", ["uniform", "log"])
+def test_fat_conv_without_transform_matches_by_hand(grid):
+    quant = QuantConfig(use_transform=False, grid=grid)
+    x = random_input()
+    module = layers.FATConv(COUT, 3, padding=1, quant=quant)
+    params = make_params("FATConv", (3, 3, CIN, COUT))
+    del params["transform"]
+
+    out = apply(module, params, x)
+
+    xq = quantizers.quantize_activation(x, params["act_alpha"], 4, grid)
+    wq = quantizers.quantize_weight(transform.standardize(params["kernel"]),
+                                    params["weight_alpha"], 4, grid)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(lax_conv(xq, wq)),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_fat_conv_without_transform_differs():
+    # Guards the test above: dropping the filter changes the output of a trained layer.
+    x = random_input()
+    params = make_params("FATConv", (3, 3, CIN, COUT))
+    with_transform = apply(layers.FATConv(COUT, 3, padding=1), params, x)
+    without_params = {k: v for k, v in params.items() if k != "transform"}
+
+    without = apply(layers.FATConv(COUT, 3, padding=1,
+                                   quant=QuantConfig(use_transform=False)), without_params, x)
+
+    assert np.max(np.abs(np.asarray(with_transform) - np.asarray(without))) > 0.1
+
+
+def test_fat_conv_without_transform_grads():
+    x = random_input()
+    module = layers.FATConv(COUT, 3, padding=1, quant=QuantConfig(use_transform=False))
+    params = make_params("FATConv", (3, 3, CIN, COUT))
+    del params["transform"]
+    g = jnp.asarray(np.random.default_rng(2).normal(size=(BATCH, SIZE, SIZE, COUT)),
+                    jnp.float32)
+
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(g * apply(module, p, x))))(params)
+
+    assert set(grads) == {"kernel", "weight_alpha", "act_alpha"}
+    for name, grad in grads.items():
+        assert np.max(np.abs(np.asarray(grad))) > 0, name
 
 
 def test_fat_conv_quantizes_input_and_weight():
@@ -427,6 +480,15 @@ def test_layer_stats_under_variables_key():
     stats = layers.layer_stats({"params": tiny_net_params()})
 
     assert set(stats) == {"params/FATConv_0", "params/uniform"}
+
+
+def test_layer_stats_without_transform():
+    params = tiny_net_params()
+    del params["FATConv_0"]["transform"]
+
+    stats = layers.layer_stats(params)
+
+    assert set(stats["FATConv_0"]) == {"weight_alpha", "act_alpha"}
 
 
 def test_layer_stats_values():

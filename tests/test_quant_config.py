@@ -16,6 +16,7 @@ def test_defaults():
     assert config.grid == "uniform"
     assert config.act_alpha_grad == "lsq"
     assert config.strict is False
+    assert config.use_transform is True
     assert config.weight_alpha_init == 3.0
     assert config.act_alpha_init == 5.0
     assert config.uniform_act_alpha_init == 5.0
@@ -50,6 +51,13 @@ def test_from_bits():
     assert config.act_bits == 3
     assert config.grid == "log"
     assert config.act_alpha_init == 8.0
+
+
+def test_use_transform_off_accepted():
+    config = QuantConfig(use_transform=False)
+
+    assert config.use_transform is False
+    assert config != QuantConfig()
 
 
 def test_full_precision():
@@ -124,10 +132,11 @@ def test_unknown_alpha_grad_rejected():
         QuantConfig(act_alpha_grad="ste")
 
 
-@pytest.mark.parametrize("strict", [1, "yes", None], ids=repr)
-def test_non_bool_strict_rejected(strict):
-    with pytest.raises(ValueError, match=rf"strict={strict!r}: expected True or False"):
-        QuantConfig(strict=strict)
+@pytest.mark.parametrize("name", ["strict", "use_transform"])
+@pytest.mark.parametrize("value", [1, "yes", None, np.bool_(True)], ids=repr)
+def test_non_bool_flag_rejected(name, value):
+    with pytest.raises(ValueError, match=rf"Invalid {name}={value!r}: expected True or False"):
+        QuantConfig(**{name: value})
 
 
 @pytest.mark.parametrize("name", ["weight_alpha_init", "act_alpha_init",

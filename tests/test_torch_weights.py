@@ -70,46 +70,12 @@ def golden(reference_dir):
         return {"images": data["images"], "logits": data["logits"]}
 
 
-def _ieee_divide(x, divisor):
-    """Divide with IEEE rounding; XLA would otherwise multiply by the reciprocal."""
-    divisor = jnp.broadcast_to(jnp.asarray(divisor, x.dtype), x.shape)
-    return x / jax.lax.optimization_barrier(divisor)
-
-
-def reference_int8(w, strict=False):
-    """The reference's 8-bit weights, rounded as PyTorch computes them.
-
-    The reference evaluates `w / max(w) * 127`, rounds, then `/ 127 * max(w)`, each step
-    rounded to float32. `quantizers.quantize_int8` gives the same codes but dequantizes
-    in another order, off by one float32 ulp in about a fifth of the weights.
-    """
-    assert not strict
-    scale = jnp.max(w)
-    codes = jnp.round(_ieee_divide(w, scale) * quantizers.INT8_LEVELS)
-    return _ieee_divide(codes, quantizers.INT8_LEVELS) * scale
-
-
 # ---------------------------------------------------------------------------
 # The released reference checkpoint
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="quantize_int8 dequantizes as m * codes / 127 and XLA turns the divisions into"
-    " reciprocal multiplications, so the 8-bit stem weights differ from the reference's"
-    " w / m * 127 ... / 127 * m by one float32 ulp. In golden image 1 that moves one"
-    " activation of layer1.0.conv1 from exactly 4.5 quantization steps (rounded down, half"
-    " to even) to one ulp above (rounded up), and its logits change by 0.95.")
 def test_golden_logits_match(reference_model, golden):
-    model, variables = reference_model
-    logits = model.apply(variables, normalize_cifar10(golden["images"]), train=False)
-    np.testing.assert_allclose(np.asarray(logits), golden["logits"], rtol=0,
-                               atol=GOLDEN_TOLERANCE)
-
-
-def test_golden_logits_match_with_reference_int8_rounding(reference_model, golden, monkeypatch):
-    monkeypatch.setattr(quantizers, "quantize_int8", reference_int8)
     model, variables = reference_model
     logits = model.apply(variables, normalize_cifar10(golden["images"]), train=False)
     np.testing.assert_allclose(np.asarray(logits), golden["logits"], rtol=0,

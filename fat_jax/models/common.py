@@ -69,9 +69,9 @@ def head_dense(quant: QuantConfig, features: int, *, name: str,
 def batch_norm(train: bool, name: str) -> nn.BatchNorm:
     """Build a BatchNorm with PyTorch's defaults (momentum 0.1, eps 1e-5).
 
-    NOTE: Flax updates the running variance with the biased batch variance, while
-    PyTorch uses the unbiased one, so running variances drift apart by a factor of
-    n / (n - 1) per update (n = batch x height x width) in training.
+    NOTE: Flax updates the running variance with the biased batch variance and PyTorch
+    with the unbiased one, so in training the running variance tracks a value
+    (n - 1) / n times PyTorch's, n = batch x height x width per update.
     """
     return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                         epsilon=BN_EPSILON, name=name)

@@ -1,12 +1,12 @@
 """MobileNetV2 (width 1.0) with the torchvision topology and the FAT layer placement.
 
-Stem: 8-bit 3x3/2 conv 3->32, BatchNorm, ReLU6. Seventeen inverted residual blocks:
-the 1x1 expansion conv (absent when the expansion ratio t is 1) and the 3x3 depthwise
-conv are uniform quantized convs, each followed by BatchNorm and ReLU6; the 1x1
-projection is a FAT conv followed by BatchNorm and no activation. A block adds its
-input when the stride is 1 and the channel count is unchanged. Last: a uniform 1x1 conv
-320->1280, BatchNorm, ReLU6. Head: global average pooling, dropout 0.2 and an 8-bit
-dense layer with bias.
+Stem: 8-bit 3x3/2 conv 3->32, BatchNorm, ReLU6. Seventeen inverted residual blocks
+follow. In each, the 1x1 expansion conv (absent when the expansion ratio t is 1) and
+the 3x3 depthwise conv are uniform quantized convs, each followed by BatchNorm and
+ReLU6. The 1x1 projection is a FAT conv followed by BatchNorm and no activation. A
+block adds its input when the stride is 1 and the channel count is unchanged. Last: a
+uniform 1x1 conv 320->1280, BatchNorm, ReLU6. Head: global average pooling, dropout
+0.2 and an 8-bit dense layer with bias.
 
 The expansion convs and the last 1x1 conv read block outputs that have no activation,
 so their inputs can be negative (`signed_input=True`, used by strict mode).
@@ -86,6 +86,12 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     """MobileNetV2, width 1.0.
+
+    NOTE: uniform quantized convs clip the mean-centred weight at 3.0 in weight units.
+    From the default He-normal init, nearly every depthwise weight therefore rounds to
+    zero at 2 to 5 bits (all of them at 4 bits and below), and the expansion convs get
+    no gradient until those weights grow. Start quantized training from full-precision
+    weights (e.g. torchvision's), as the reference does.
 
     Attributes:
         num_classes: output logits.

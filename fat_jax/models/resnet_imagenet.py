@@ -2,7 +2,7 @@
 
 Stem: 8-bit 7x7/2 conv (padding 3), BatchNorm, ReLU, 3x3/2 max pool (padding 1).
 Four stages of basic blocks (ResNet-18/34) or bottlenecks (ResNet-50, stride on the
-3x3 conv as in torchvision's v1.5) with 64, 128, 256 and 512 base channels; every
+3x3 conv as in torchvision's v1.5) have 64, 128, 256 and 512 base channels. Every
 block conv and downsample conv is a FAT conv. Head: global average pooling and an
 8-bit dense layer with bias.
 

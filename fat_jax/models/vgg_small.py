@@ -6,6 +6,10 @@ first conv is 8-bit and the other five are FAT convs. Head: 2x2 average pool, fl
 in PyTorch's (C, H, W) order (2048 features at 32x32 input), dropout 0.5 and an 8-bit
 dense layer with bias.
 
+NOTE: unlike this model, the reference's own full-precision VGG-small has conv biases
+and a plain float first conv. Loading its checkpoints here fails and lists the conv
+biases as unexpected keys.
+
 Flax module paths and the reference's PyTorch names (the index counts the reference's
 `features` entries, max pools included):
 

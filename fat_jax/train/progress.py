@@ -26,8 +26,8 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Logs training and evaluation metrics with rate and ETA, to the console and TensorBoard.
 
-    Only process 0 writes event files. The rate counts steps since the previous log
-    line, so the first line includes compilation and later lines do not.
+    Only process 0 logs and writes event files. The rate counts steps since the
+    previous log line, so the first line includes compilation and later lines do not.
     """
 
     def __init__(self, logdir: pathlib.Path, *, total_steps: int, start_step: int,
@@ -38,7 +38,8 @@ class Progress:
         self._last_step = start_step
         self._last_time = time.monotonic()
         self._writer = None
-        if jax.process_index() == 0:
+        self._is_main = jax.process_index() == 0
+        if self._is_main:
             # Imported here so that importing fat_jax.train does not load TensorFlow.
             from flax.metrics import tensorboard
             self._writer = tensorboard.SummaryWriter(str(logdir))
@@ -50,6 +51,8 @@ class Progress:
         rate = steps / max(now - self._last_time, 1e-9)
         eta = (self.total_steps - step) / rate
         self._last_step, self._last_time = step, now
+        if not self._is_main:
+            return
         lr = ", ".join(f"{k.split('/', 1)[1]} {v:.3g}" for k, v in metrics.items()
                        if k.startswith("lr/"))
         logging.info(
@@ -62,6 +65,8 @@ class Progress:
         self._scalars("train", step, {"steps_per_second": rate})
 
     def evaluate(self, step: int, epoch: int, metrics: Mapping[str, float]) -> None:
+        if not self._is_main:
+            return
         logging.info("eval after epoch %d (step %d): loss %.4f, top-1 %.2f%%, top-5 %.2f%% on"
                      " %d examples", epoch, step, metrics["loss"], 100 * metrics["top1"],
                      100 * metrics["top5"], metrics["count"])

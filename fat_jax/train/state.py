@@ -25,8 +25,9 @@ class TrainState:
     batch_stats: Any
     # optax state of the grouped SGD.
     opt_state: optax.OptState
-    # First step whose loss or gradient was not finite, or NO_STEP. Once set, the
-    # state stops changing, so the last saved checkpoint stays the last good one.
+    # Number of the first step (counting from 1, as the logs do) whose loss or
+    # gradient was not finite, or NO_STEP. Once set, the state stops changing, so it
+    # stays the state after the previous step, the last good one.
     nonfinite_step: jax.Array
     # Index of the first non-finite quantity: 0 is the loss, i > 0 the (i-1)-th
     # gradient leaf in `jax.tree_util.tree_flatten_with_path(params)` order.

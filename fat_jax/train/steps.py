@@ -68,7 +68,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     Dropout randomness is `fold_in(seed, step)`, so a resumed run draws the same masks.
     A non-finite loss or gradient freezes the state and records the step and the
     quantity (see TrainState). The caller checks it before saving and when logging.
-    `nan_at_step` >= 0 replaces that step's loss by NaN (a hook for failure tests).
+    `nan_at_step` >= 1 replaces the loss of that step (counting from 1, as the logs
+    do) by NaN, a hook for failure tests.
     """
     base_key = jax.random.key(seed)
 
@@ -79,8 +80,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
             variables = {"params": params, "batch_stats": state.batch_stats}
             logits, batch_stats = _apply_train(model, variables, batch["image"], rng, bn_groups)
             loss = jnp.mean(cross_entropy(logits, batch["label"], label_smoothing))
-            if nan_at_step >= 0:
-                loss = jnp.where(state.step == nan_at_step, jnp.nan, loss)
+            if nan_at_step >= 1:
+                loss = jnp.where(state.step + 1 == nan_at_step, jnp.nan, loss)
             return loss, (logits, batch_stats)
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -97,7 +98,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
         new_state = jax.tree.map(lambda old, new: jnp.where(freeze, old, new), state, candidate)
         new_state = new_state.replace(
             nonfinite_step=jnp.where(already_bad | jnp.all(finite), state.nonfinite_step,
-                                     state.step),
+                                     state.step + 1),
             nonfinite_index=jnp.where(already_bad, state.nonfinite_index,
                                       jnp.argmin(finite).astype(jnp.int32)),
         )

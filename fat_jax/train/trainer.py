@@ -1,9 +1,17 @@
 """Train and evaluate a FAT model on one device or many hosts.
 
-`train_and_evaluate(config, workdir)` is the whole run: validate the config, build the
-model and the grouped SGD, resume from the workdir's newest good checkpoint (or start
-from `init_from`), then step through the epochs with evaluation, TensorBoard logging
-and checkpoints, and return a summary.
+`train_and_evaluate(config, workdir)` is the whole run: validate the config, check
+the workdir, build the model and the grouped SGD, resume from the workdir's newest
+good checkpoint (or start from `init_from`), then step through the epochs with
+evaluation, TensorBoard logging and checkpoints, and return a summary.
+
+Failures:
+- SIGTERM or SIGINT: the current step finishes, a checkpoint is saved, and the run
+  returns a summary with `preempted=True` (see `preemption` for several processes).
+- A non-finite loss or gradient freezes the state. The next log step or checkpoint
+  raises DivergenceError naming the step and the quantity; nothing is saved after it.
+- A resumed run continues exactly: the input pipeline restarts at the step, dropout
+  keys are fold_in(seed, step), and checkpoints store the metrics not yet logged.
 """
 
 from __future__ import annotations
@@ -12,7 +20,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,9 +34,11 @@ from fat_jax import data, layers, models
 from fat_jax.quant_config import QuantConfig
 from fat_jax.train import checkpoints as checkpoints_lib
 from fat_jax.train import config_check, init_from, mesh as mesh_lib, optim, progress, steps
+from fat_jax.train import preemption
+from fat_jax.train import workdir as workdir_lib
 from fat_jax.train.state import NO_STEP, TrainState, nonfinite_name
+from fat_jax.train.workdir import CONFIG_FILE, WorkdirConflictError  # noqa: F401 (re-exported)
 
-CONFIG_FILE = "config.json"
 LOG_DIR = "tensorboard"
 PLOT_FILE = "curves.png"
 
@@ -37,9 +46,10 @@ PLOT_FILE = "curves.png"
 class DivergenceError(RuntimeError):
     """A non-finite loss or gradient; the message names the step and the quantity."""
 
-
-class WorkdirConflictError(RuntimeError):
-    """The workdir holds checkpoints of a run with a different config."""
+    def __init__(self, message: str, *, step: int, quantity: str):
+        super().__init__(message)
+        self.step = step
+        self.quantity = quantity
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -103,41 +113,51 @@ def init_variables(model, config: ml_collections.ConfigDict, mesh) -> dict:
     return init(jax.random.key(config.seed))
 
 
+def validate_fields(config: ml_collections.ConfigDict) -> None:
+    """Check the fields that need no devices or data (see config_check)."""
+    config_check.validate_fields(config, architectures=models.ARCHITECTURES,
+                                 datasets=data.DATASET_NAMES)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     config_check.validate(config, architectures=models.ARCHITECTURES, datasets=data.DATASET_NAMES)
 
 
 # ---------------------------------------------------------------------------
-# Workdir
+# Data
 # ---------------------------------------------------------------------------
 
 
-def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict,
-                   allow_config_change: bool) -> None:
-    """Refuse a workdir whose checkpoints come from a run with a different config."""
-    saved_path = workdir / CONFIG_FILE
-    has_checkpoints = (workdir / checkpoints_lib.CHECKPOINT_DIR).is_dir() and any(
-        (workdir / checkpoints_lib.CHECKPOINT_DIR).iterdir())
-    if saved_path.is_file() and has_checkpoints:
-        saved = json.loads(saved_path.read_text())
-        differences = config_check.differing_fields(saved, json.loads(config.to_json()))
-        if differences and not allow_config_change:
-            raise WorkdirConflictError(
-                f"Workdir {workdir} holds checkpoints of a run with a different config:\n  "
-                + "\n  ".join(differences)
-                + "\nUse another --workdir, or pass --allow_config_change to resume anyway.")
-        if differences:
-            logging.warning("Resuming %s under a changed config: %s", workdir, "; ".join(differences))
+def input_shards(config: ml_collections.ConfigDict) -> int:
+    """Return the number of shards the training split is read in."""
+    return config.dataset.input_shards or jax.process_count()
 
 
-def _write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Write the run's config to the workdir atomically (process 0 only)."""
-    saved_path = workdir / CONFIG_FILE
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        tmp = saved_path.with_suffix(".json.tmp")
-        tmp.write_text(config.to_json(indent=2))
-        tmp.replace(saved_path)
+def train_batches(config: ml_collections.ConfigDict,
+                  start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    """Return this process's slices of the global training batches from `start_step` on.
+
+    The training split is read in S = `input_shards(config)` shards, each with its own
+    shuffle. With P processes, process p reads shards p*S/P to (p+1)*S/P - 1 and
+    concatenates their batches in order, so the global batch depends on S but not on
+    P or on the device count.
+    """
+    shards = input_shards(config)
+    per_process = shards // jax.process_count()
+    first = jax.process_index() * per_process
+    iterators = [
+        data.train_iterator(
+            config.dataset.name, global_batch_size=config.batch_size, seed=config.seed,
+            start_step=start_step, image_size=image_size(config),
+            data_dir=config.dataset.data_dir or None,
+            manual_dir=config.dataset.manual_dir or None,
+            process_index=first + offset, process_count=shards)
+        for offset in range(per_process)
+    ]
+    if per_process == 1:
+        return iterators[0]
+    return ({key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+            for batches in zip(*iterators))
 
 
 # ---------------------------------------------------------------------------
@@ -171,70 +191,69 @@ def jit_eval_step(model, mesh):
 
 
 # ---------------------------------------------------------------------------
-# Preemption
-# ---------------------------------------------------------------------------
-
-
-class _StopRequest:
-    """Records SIGTERM/SIGINT so the loop can checkpoint and stop; a second one exits."""
-
-    def __init__(self):
-        self.signal_name = None
-        self._previous = {}
-
-    def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame):
-        del frame
-        if self.signal_name is not None:
-            logging.warning("Second %s: exiting at once without a checkpoint.",
-                            signal.Signals(signum).name)
-            raise SystemExit(128 + signum)
-        self.signal_name = signal.Signals(signum).name
-        logging.warning("%s received: finishing the current step, then saving a checkpoint.",
-                        self.signal_name)
-
-    def requested(self) -> bool:
-        """Whether any process received a stop signal (all processes agree)."""
-        local = self.signal_name is not None
-        if jax.process_count() == 1:
-            return local
-        from jax.experimental import multihost_utils
-        return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
-
-
-# ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
 
 
+def _mean_metrics(pending: list[dict[str, Any]]) -> dict[str, float]:
+    # float64 means, so that metrics restored from a checkpoint as Python floats
+    # average to the same values as the float32 arrays of an uninterrupted run.
+    host = jax.device_get(pending)
+    return {k: float(np.mean([float(m[k]) for m in host])) for k in host[0]}
+
+
+def _host_metrics(pending: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Return per-step metrics as JSON-ready floats (for the checkpoint metadata)."""
+    return [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+
+
+def _check_finite(state: TrainState, ckpt: checkpoints_lib.Checkpoints) -> None:
+    """Raise DivergenceError when a step since the last check was not finite."""
+    bad_step = int(state.nonfinite_step)
+    if bad_step == NO_STEP:
+        return
+    ckpt.wait()
+    saved = ckpt.steps()
+    quantity = nonfinite_name(state.params, int(state.nonfinite_index))
+    if saved:
+        kept = f"The last good checkpoint is step {saved[-1]} in {ckpt.directory}."
+    else:
+        kept = f"No checkpoint was saved before it in {ckpt.directory}."
+    raise DivergenceError(
+        f"Non-finite {quantity} at step {bad_step}, so training stopped. {kept} Lower the"
+        " learning rates or check the input data, then resume.",
+        step=bad_step, quantity=quantity)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
                        allow_config_change: bool = False) -> Summary:
-    """Train per `config`, writing checkpoints, logs and curves under `workdir`."""
+    """Train per `config`, writing checkpoints, logs and curves under `workdir`.
+
+    Raises:
+      config_check.ConfigError: an invalid config field.
+      WorkdirConflictError: the workdir contains checkpoints of another config.
+      checkpoints_lib.CheckpointMismatchError: its checkpoints do not fit this model.
+      DivergenceError: a non-finite loss or gradient.
+    """
     start_time = time.monotonic()
     workdir = pathlib.Path(workdir).resolve()
     validate(config)
-    _check_workdir(workdir, config, allow_config_change)
+    workdir_lib.check(workdir, config, allow_config_change)
 
     mesh = mesh_lib.create_mesh()
     spec = data.get_spec(config.dataset.name)
-    data_kwargs = dict(data_dir=config.dataset.data_dir or None,
-                       manual_dir=config.dataset.manual_dir or None)
-    steps_per_epoch = data.steps_per_epoch(config.dataset.name, config.batch_size, **data_kwargs)
-    _write_config(workdir, config)
+    steps_per_epoch = data.steps_per_epoch(
+        config.dataset.name, config.batch_size, data_dir=config.dataset.data_dir or None,
+        manual_dir=config.dataset.manual_dir or None)
+    workdir_lib.write_config(workdir, config, is_writer=jax.process_index() == 0)
     total_steps = config.num_epochs * steps_per_epoch
     if config.num_train_steps > 0:
         total_steps = min(total_steps, config.num_train_steps)
     logging.info("Training %s on %s (%d classes) at W%sA%s %s, %d devices in %d processes,"
-                 " global batch %d, %d steps/epoch, %d steps.", config.model.arch, spec.name,
-                 spec.num_classes, config.quant.weight_bits, config.quant.act_bits,
-                 config.quant.grid, jax.device_count(), jax.process_count(), config.batch_size,
+                 " global batch %d read in %d input shards, %d steps/epoch, %d steps.",
+                 config.model.arch, spec.name, spec.num_classes, config.quant.weight_bits,
+                 config.quant.act_bits, config.quant.grid, jax.device_count(),
+                 jax.process_count(), config.batch_size, input_shards(config),
                  steps_per_epoch, total_steps)
 
     # Model, variables and optimizer.
@@ -257,11 +276,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     # Resume.
     ckpt = checkpoints_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
     history = {"train": [], "eval": []}
+    pending = []
     restored = ckpt.restore_latest(state)
     if restored is not None:
         state, meta = restored
         history = meta.get("history", history)
-        logging.info("Resumed from the checkpoint at step %d in %s.", int(state.step), ckpt.directory)
+        pending = list(meta.get("pending_train_metrics", []))
+        logging.info("Resumed from the checkpoint at step %d in %s.", int(state.step),
+                     ckpt.directory)
+        if meta.get("input_shards", input_shards(config)) != input_shards(config):
+            logging.warning(
+                "The checkpoint was written by a run that read its input in %s shards, this"
+                " run reads %d, so the input order from here on differs from the"
+                " interrupted run's. Set config.dataset.input_shards to keep it.",
+                meta["input_shards"], input_shards(config))
     start_step = int(state.step)
 
     bn_groups = jax.device_count() if config.bn_stats == "per_device" else 1
@@ -274,34 +302,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     eval_step = jit_eval_step(model, mesh)
     layer_stats = jax.jit(layers.layer_stats, out_shardings=replicated)
 
-    train_iter = data.train_iterator(
-        config.dataset.name, global_batch_size=config.batch_size, seed=config.seed,
-        start_step=start_step, image_size=image_size(config), **data_kwargs)
-    logdir = workdir / LOG_DIR
-    reporter = progress.Progress(logdir, total_steps=total_steps, start_step=start_step,
-                                 steps_per_epoch=steps_per_epoch,
+    train_iter = train_batches(config, start_step)
+    reporter = progress.Progress(workdir / LOG_DIR, total_steps=total_steps,
+                                 start_step=start_step, steps_per_epoch=steps_per_epoch,
                                  global_batch_size=config.batch_size)
-    stop = _StopRequest()
+    stop = preemption.StopRequest(ckpt.manager.reached_preemption)
     stop.install()
-
-    def check_finite() -> None:
-        bad_step = int(state.nonfinite_step)
-        if bad_step != NO_STEP:
-            ckpt.wait()
-            last_good = ckpt.steps()[-1] if ckpt.steps() else None
-            raise DivergenceError(
-                f"Non-finite {nonfinite_name(state.params, int(state.nonfinite_index))} at step"
-                f" {bad_step}. The last good checkpoint is step {last_good} in"
-                f" {ckpt.directory}. Lower the learning rates or check the input data.")
 
     def meta(step: int) -> dict[str, Any]:
         return {"step": step, "epoch": step / steps_per_epoch,
-                "config": json.loads(config.to_json()), "history": history}
+                "config": json.loads(config.to_json()), "history": history,
+                "pending_train_metrics": _host_metrics(pending),
+                "input_shards": input_shards(config)}
 
     # Main loop.
-    pending = []
     preempted = False
     step = start_step
+    last_saved = start_step if restored is not None else None
     try:
         while step < total_steps:
             batch = mesh_lib.global_batch(mesh, next(train_iter))
@@ -312,15 +329,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             last = step == total_steps
 
             if step % config.log_every_steps == 0 or last or epoch_end:
-                check_finite()
-                means = {k: float(np.mean([m[k] for m in jax.device_get(pending)]))
-                         for k in pending[0]}
+                _check_finite(state, ckpt)
+                means = _mean_metrics(pending)
                 pending = []
                 reporter.train(step, means)
                 history["train"].append({"step": step, "epoch": step / steps_per_epoch,
                                          "loss": means["loss"]})
-                stats = jax.device_get(layer_stats(state.params))
-                reporter.layers(step, stats)
+                reporter.layers(step, jax.device_get(layer_stats(state.params)))
 
             epoch = step // steps_per_epoch
             eval_metrics = None
@@ -330,18 +345,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 history["eval"].append({"step": step, "epoch": step / steps_per_epoch,
                                         **eval_metrics})
             if eval_metrics is not None or epoch_end or step % config.checkpoint_every_steps == 0:
-                check_finite()
+                _check_finite(state, ckpt)
                 best_metric = None if eval_metrics is None else {
                     checkpoints_lib.BEST_METRIC: eval_metrics["top1"]}
                 ckpt.save(step, state, meta(step), best_metric)
+                last_saved = step
 
-            if stop.requested():
-                check_finite()
-                if step not in ckpt.steps():
+            if stop.requested(step):
+                _check_finite(state, ckpt)
+                if last_saved != step:
                     ckpt.save(step, state, meta(step))
+                    last_saved = step
                 ckpt.wait()
-                logging.warning("Stopped by %s after step %d; checkpoint saved in %s.",
-                                stop.signal_name or "another process", step, ckpt.directory)
+                cause = stop.signal_name or "a SIGTERM to another process"
+                logging.warning("Stopped by %s after step %d; checkpoint saved in %s/%d.",
+                                cause, step, ckpt.directory, step)
                 preempted = True
                 break
         ckpt.wait()

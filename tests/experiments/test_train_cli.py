@@ -43,20 +43,44 @@ def test_missing_imagenet_exits_2(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.fixture(scope="module")
+def without_tensorflow(tmp_path_factory):
+    """Environment in which importing TensorFlow fails, to prove that a check ran first."""
+    stub = tmp_path_factory.mktemp("no_tensorflow") / "tensorflow"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("raise ImportError('TensorFlow imported too early')\n")
+    return {"PYTHONPATH": os.pathsep.join([str(stub.parent), str(REPO_ROOT)])}
+
+
 @pytest.mark.parametrize("override, message", [
-    ("--config.quant.weight_bits=9", r"config.quant.weight_bits=9"),
-    ("--config.model.arch=resnet99", r"config.model.arch='resnet99'"),
-    ("--config.batch_size=30", r"config.batch_size=30.*multiple of the device count"),
-    ("--config.init_from=/nonexistent/run", r"config.init_from='/nonexistent/run'"),
+    ("--config.quant.weight_bits=9", r"config.quant.weight_bits=9: expected an integer from 2"
+                                     r" to 8, or 32"),
+    ("--config.model.arch=resnet99", r"config.model.arch='resnet99': expected one of"
+                                     r" .*resnet20"),
+    ("--config.dataset.name=mnist", r"config.dataset.name='mnist': expected one of cifar10,"
+                                    r" digits, imagenet2012"),
+    ("--config.batch_size=0", r"config.batch_size=0: expected a positive integer"),
+    ("--config.optimizer.groups.default.lr=0", r"config.optimizer.groups.default.lr=0.0:"
+                                               r" expected a positive number"),
+    ("--config.batch_size=30", r"config.batch_size=30: expected a multiple of the device"
+                               r" count \(4\)"),
+    ("--config.init_from=/nonexistent/run", r"config.init_from='/nonexistent/run': expected"
+                                            r" an existing run workdir"),
+    ("--config=configs/digits.py:bitz=3", r"--config=configs/digits.py:bitz=3: Invalid config"
+                                          r" argument 'bitz=3': expected keys arch, bits"),
+    ("--config.batch_size=many", r"--config.batch_size=many"),
+    ("--config=configs/missing.py", r"cannot load the config file: .*configs/missing.py"),
 ])
-def test_invalid_config_exits_2(tmp_path, digits_dir, override, message):
-    result = _run("experiments.train", f"--workdir={tmp_path}",
-                  f"--config.dataset.data_dir={digits_dir}", override)
+def test_invalid_config_exits_2(tmp_path, digits_dir, without_tensorflow, override, message):
+    # --config must come before the --config.FIELD overrides.
+    result = _run("experiments.train", override, f"--workdir={tmp_path}",
+                  f"--config.dataset.data_dir={digits_dir}", env_overrides=without_tensorflow)
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1
-    assert re.search(message, errors[0])
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert re.search(message, errors[0]), errors[0]
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
 
 
 @pytest.mark.slow

@@ -4,14 +4,14 @@ Compilation dominates the cost on CPU, and bits and grid are static, so every
 (model, bit width, grid) combination is a separate XLA program. Two things keep the
 file to a few minutes on two cores:
 - The CIFAR ResNets and the inverted residual block run op by op (no `jit`). Each
-  operation compiles once per shape and is reused by the later cases, so a new depth
-  or bit width costs seconds once ResNet-20 has run; the cases run in file order.
+  operation compiles once per shape and is reused by the later cases, which run in
+  file order. A new depth or bit width then costs seconds once ResNet-20 has run.
 - The whole bits x grid matrix (2 to 5 bits, uniform and log) runs on ResNet-20 (FAT
   convs, 8-bit stem and head) and on one MobileNetV2 inverted residual block (uniform,
-  depthwise and FAT convs, signed inputs, strict mode). The deeper CIFAR ResNets run
-  in full precision and at W4 uniform, VGG-small and ResNet-18 in full precision and
-  at W4 uniform, and ResNet-34, ResNet-50 and MobileNetV2 in full precision only: a
-  quantized ResNet-50 or MobileNetV2 takes minutes to compile on two CPU cores.
+  depthwise and FAT convs, signed inputs, strict mode). The deeper CIFAR ResNets,
+  VGG-small and ResNet-18 run in full precision and at W4 uniform. ResNet-34, ResNet-50
+  and MobileNetV2 run in full precision only, because a quantized ResNet-50 or
+  MobileNetV2 takes minutes to compile on two CPU cores.
 """
 
 import numpy as np
@@ -67,9 +67,9 @@ def num_classes_of(name: str) -> int:
 def random_variables(model, inputs_shape, quant: QuantConfig, seed: int = 0):
     """Return variables of `model` filled from numpy, with no compiled `init`.
 
-    Kernels are He-normal over fan-out, except those of uniform quantized convs: their
+    Kernels are He-normal over fan-out, except those of uniform quantized convs. Their
     weights are only mean-centred before the 3.0 clip, so He-normal depthwise kernels
-    (std about 0.04) would all quantize to zero; they get a standard normal kernel, the
+    (std about 0.04) would all quantize to zero. They get a standard normal kernel, the
     scale of pretrained weights. BatchNorm parameters and statistics are perturbed from
     their inits, and the quantizer parameters take their QuantConfig inits.
     """
@@ -125,7 +125,10 @@ def assert_gradients_usable(grads):
     At init the mask of a layer with 64 or more weights per filter saturates to exactly
     1.0 in float32, so the sigmoid passes no gradient to the transform.
     """
-    flat = {"/".join(path): np.asarray(grad) for path, grad in traverse_util.flatten_dict(grads).items()}
+    flat = {
+        "/".join(path): np.asarray(grad)
+        for path, grad in traverse_util.flatten_dict(grads).items()
+    }
     non_finite = [path for path, grad in flat.items() if not np.all(np.isfinite(grad))]
     assert not non_finite, f"non-finite gradients in {non_finite}"
     all_zero = [path for path, grad in flat.items()

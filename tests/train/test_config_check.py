@@ -36,6 +36,13 @@ def test_default_config_valid():
     ("optimizer.momentum", 1.5, r"optimizer.momentum=1.5.*\[0, 1\)"),
     ("label_smoothing", 1.0, r"label_smoothing=1.0"),
     ("init_from", "/nonexistent/run", r"init_from='/nonexistent/run'.*existing run workdir"),
+    ("batch_size", -16, r"batch_size=-16.*positive integer"),
+    ("eval_batch_size", 30, r"eval_batch_size=30.*multiple of the device count \(4\)"),
+    ("num_epochs", 0, r"num_epochs=0.*positive integer"),
+    ("optimizer.groups.default.lr", -0.1, r"lr=-0.1.*positive number"),
+    ("optimizer.decay_epochs", (5, 0), r"decay_epochs=\(5, 0\).*positive numbers"),
+    ("dataset.input_shards", -1, r"input_shards=-1.*non-negative integer"),
+    ("debug.nan_at_step", 0, r"nan_at_step=0.*-1 \(off\) or a step number >= 1"),
 ])
 def test_invalid_field_rejected(field, value, message):
     config = digits.get_config()
@@ -47,6 +54,38 @@ def test_invalid_field_rejected(field, value, message):
     with pytest.raises(config_check.ConfigError, match=message) as error:
         _validate(config)
     assert error.value.field == field
+
+
+def test_batch_must_divide_into_input_shards():
+    config = digits.get_config()
+    config.dataset.input_shards = 3
+    with pytest.raises(config_check.ConfigError,
+                       match=r"batch_size=64.*multiple of dataset.input_shards \(3\)"):
+        _validate(config)
+
+
+def test_input_shards_must_divide_over_processes():
+    config = digits.get_config()
+    config.dataset.input_shards = 2
+    config_check.validate_for_devices(config, device_count=4, process_count=2)
+    with pytest.raises(config_check.ConfigError,
+                       match=r"input_shards=2.*multiple of the process count \(4\)"):
+        config_check.validate_for_devices(config, device_count=4, process_count=4)
+
+
+def test_init_from_needs_checkpoints_or_state_dict(tmp_path):
+    config = digits.get_config()
+    config.init_from = str(tmp_path)
+    with pytest.raises(config_check.ConfigError, match=r"a run workdir that contains a"):
+        _validate(config)
+    weights = tmp_path / "weights.npz"
+    weights.write_bytes(b"")
+    config.init_from = str(weights)
+    with pytest.raises(config_check.ConfigError, match=r"weights.npz.*\.safetensors, \.pth"):
+        _validate(config)
+    (tmp_path / "checkpoints").mkdir()
+    config.init_from = str(tmp_path)
+    _validate(config)
 
 
 def test_mixed_float_bits_rejected():
