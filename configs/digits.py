@@ -1,7 +1,7 @@
 """ResNet-20 (or another CIFAR-size model) with FAT on scikit-learn's handwritten digits.
 
 The embedded dataset: 1,797 real 8x8 digits shipped with scikit-learn, upscaled to
-32x32 RGB, so it needs no download. It checks the whole pipeline end to end in minutes
+16x16 RGB, so it needs no download. It checks the whole pipeline end to end in minutes
 on a laptop CPU.
 
 Run:

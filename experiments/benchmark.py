@@ -16,14 +16,15 @@ variants:
            (QuantConfig(use_transform=False)).
 Each variant compiles on its first step; then the warm-up and timed steps of all
 variants interleave, one step of each in turn, so a change of machine load during the
-run hits every variant alike and their ratios stay fair.
+run hits every variant alike. A ratio to float is the median over rounds of the
+ratio of the two steps of a round.
 
 With --share (default), the fat step is also compiled twice with parts of FAT removed
-(fat_jax.benchmarking.ABLATIONS) and timed in the same loop. The differences of the
-median step times give the share of the fat step spent in the weight path
-(standardize or mean-centering, frequency transform, weight quantizer) and in the
-activation quantizers; the fat and uniform steps give the transform's share. The
-weight path is also timed alone as a cross-check.
+(fat_jax.benchmarking.ABLATIONS) and timed in the same loop. The per-round
+differences give the share of the fat step spent in the weight path (standardize or
+mean-centering, frequency transform, weight quantizer) and in the activation
+quantizers; the fat and uniform steps give the transform's share. The weight path is
+also timed alone as a cross-check.
 
 Input mode times fat_jax.data.train_iterator on imagenet2012 (decode, random resized
 crop, flip, normalise, batch) and reports images/s over the process's CPU cores. By
@@ -116,8 +117,9 @@ class Program:
     step: Callable
     state: Any
     batch: dict
-    params: Any
-    quant: Any
+    # The initial variables; the state holds a copy.
+    variables: dict
+    quant: QuantConfig
     first_step_s: float = 0.0
     compile_s: float = 0.0
     times: list[float] = dataclasses.field(default_factory=list)
@@ -195,17 +197,22 @@ def variant_quant(config, variant: str):
 
 
 def build_program(name: str, variant: str, *, arch: str, batch: dict, image_size: int,
-                  bits: int, grid: str, seed: int, mesh, ablation: str | None = None
-                  ) -> Program:
-    """Build the model, optimizer, state and jitted train step of a variant."""
+                  bits: int, grid: str, seed: int, mesh, ablation: str | None = None,
+                  variables: dict | None = None) -> Program:
+    """Build the model, optimizer, state and jitted train step of a variant.
+
+    `variables` (for example another program's `variables`) skips the initialisation;
+    the state gets its own copy, because every step donates the state's buffers.
+    """
     config = recipe_config(arch, variant, bits, grid)
     quant = variant_quant(config, variant)
     model = models.create(arch, num_classes=num_classes(arch), quant=quant)
     replicated = mesh_lib.replicated(mesh)
 
-    images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    variables = jax.jit(lambda key: model.init(key, images, train=False),
-                        out_shardings=replicated)(jax.random.key(seed))
+    if variables is None:
+        images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+        variables = jax.jit(lambda key: model.init(key, images, train=False),
+                            out_shardings=replicated)(jax.random.key(seed))
     groups = optim.groups_from_config(
         {group: config.optimizer.groups[group] for group in config.optimizer.group_order})
     # The schedule boundaries do not change the cost of a step.
@@ -213,7 +220,8 @@ def build_program(name: str, variant: str, *, arch: str, batch: dict, image_size
         variables["params"], groups, momentum=config.optimizer.momentum,
         nesterov=config.optimizer.nesterov, steps_per_epoch=1000,
         decay_epochs=config.optimizer.decay_epochs, decay_factor=config.optimizer.decay_factor)
-    state = jax.jit(lambda v: TrainState.create(v, tx), out_shardings=replicated)(variables)
+    state = jax.jit(lambda v: TrainState.create(jax.tree.map(jnp.copy, v), tx),
+                    out_shardings=replicated)(variables)
 
     train_step = steps.make_train_step(model, tx, schedules=schedules, seed=seed,
                                        label_smoothing=config.label_smoothing)
@@ -221,8 +229,8 @@ def build_program(name: str, variant: str, *, arch: str, batch: dict, image_size
         train_step = ablated(train_step, ablation)
     step = jax.jit(train_step, in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
                    out_shardings=(replicated, replicated), donate_argnums=0)
-    return Program(name=name, step=step, state=state, batch=batch,
-                   params=variables["params"], quant=quant)
+    return Program(name=name, step=step, state=state, batch=batch, variables=variables,
+                   quant=quant)
 
 
 def ablated(train_step: Callable, ablation: str) -> Callable:
@@ -298,29 +306,43 @@ def time_programs(programs: list[Program], warmup_steps: int, steps: int, record
                          ", ".join(f"{p.name} {p.times[-1]:.3f} s" for p in programs))
 
 
+def paired_median(fn: Callable[..., float], *programs: Program) -> float:
+    """Return the median over timed rounds of `fn(time of each program in that round)`.
+
+    The programs' steps of one round run back to back, so a ratio or difference
+    within a round cancels most of a change of machine load between rounds.
+    """
+    return statistics.median(fn(*times) for times in zip(*(p.times for p in programs)))
+
+
 def fat_share(programs: dict[str, Program], repeats: int) -> dict[str, Any]:
     """Return the shares of the fat step spent in the transform and the quantizers."""
-    fat = programs["fat"].median_s
+    fat = programs["fat"]
     share: dict[str, Any] = {
-        "method": "ablation: 1 - (median step without the part) / (median fat step),"
-                  " measured in the same interleaved loop; the weight path is also"
-                  " timed alone (forward and backward of every quantized conv's weight)",
+        "method": "ablation: the fat step is timed in the same interleaved loop with the"
+                  " weight path removed and with every quantizer removed; a share is the"
+                  " median over rounds of the time difference divided by that round's fat"
+                  " step. The weight path (forward and backward of every quantized conv's"
+                  " weight) is also timed alone",
     }
     if "fat-no_weight_path" in programs and "fat-no_quantizers" in programs:
-        no_weight_path = programs["fat-no_weight_path"].median_s
-        no_quantizers = programs["fat-no_quantizers"].median_s
+        no_weight_path = programs["fat-no_weight_path"]
+        no_quantizers = programs["fat-no_quantizers"]
         share.update(
-            step_without_weight_path_s=no_weight_path,
-            step_without_quantizers_s=no_quantizers,
-            weight_path_share=1 - no_weight_path / fat,
-            activation_quantizer_share=(no_weight_path - no_quantizers) / fat,
-            transform_and_quantizers_share=1 - no_quantizers / fat,
+            step_without_weight_path_s=no_weight_path.median_s,
+            step_without_quantizers_s=no_quantizers.median_s,
+            weight_path_share=paired_median(lambda f, w: 1 - w / f, fat, no_weight_path),
+            activation_quantizer_share=paired_median(lambda f, w, q: (w - q) / f, fat,
+                                                     no_weight_path, no_quantizers),
+            transform_and_quantizers_share=paired_median(lambda f, q: 1 - q / f, fat,
+                                                         no_quantizers),
         )
     if "uniform" in programs:
-        share["transform_share"] = 1 - programs["uniform"].median_s / fat
-    isolated_s, convs = benchmarking.time_weight_path(programs["fat"].params,
-                                                      programs["fat"].quant, repeats=repeats)
-    share.update(weight_path_alone_s=isolated_s, weight_path_alone_share=isolated_s / fat,
+        share["transform_share"] = paired_median(lambda f, u: 1 - u / f, fat,
+                                                 programs["uniform"])
+    isolated_s, convs = benchmarking.time_weight_path(fat.variables["params"], fat.quant,
+                                                      repeats=repeats)
+    share.update(weight_path_alone_s=isolated_s, weight_path_alone_share=isolated_s / fat.median_s,
                  quantized_convs=convs)
     return share
 
@@ -343,9 +365,11 @@ def run_train_benchmark(*, arch: str, variants: list[str], batch_size: int, imag
         programs = []
         for name, variant, ablation in plan:
             recorder.label = (name, "setup")
+            # The ablations start from the fat variant's parameters.
+            shared = programs[variants.index("fat")].variables if ablation else None
             programs.append(build_program(
                 name, variant, arch=arch, batch=batch, image_size=image_size, bits=bits,
-                grid=grid, seed=seed, mesh=mesh, ablation=ablation))
+                grid=grid, seed=seed, mesh=mesh, ablation=ablation, variables=shared))
         time_programs(programs, warmup_steps, steps, recorder)
         for program in programs:
             if program.name in variants:
@@ -387,7 +411,9 @@ def run_train_benchmark(*, arch: str, variants: list[str], batch_size: int, imag
             "load_average_end": load_end,
         }
         if "float" in by_name:
-            result["ratio_to_float"] = program.median_s / by_name["float"].median_s
+            result["ratio_to_float"] = paired_median(lambda v, f: v / f, program,
+                                                     by_name["float"])
+            result["ratio_of_medians_to_float"] = program.median_s / by_name["float"].median_s
         if variant == "fat" and share:
             result["share"] = fat_share(by_name, repeats=max(steps, 5))
         results.append(result)

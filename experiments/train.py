@@ -83,13 +83,14 @@ def _train(argv):
     import jax
 
     from fat_jax import data
-    from fat_jax.train import checkpoints, config_check, trainer
+    from fat_jax.train import checkpoints, config_check, init_from, trainer
 
     try:
         summary = trainer.train_and_evaluate(
             config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     except (config_check.ConfigError, trainer.WorkdirConflictError,
-            checkpoints.CheckpointMismatchError, data.MissingImageNetArchivesError) as error:
+            checkpoints.CheckpointMismatchError, data.MissingImageNetArchivesError,
+            init_from.InitFromError) as error:
         cli.fail(str(error))
     except trainer.DivergenceError as error:
         cli.fail(str(error), status=cli.DIVERGENCE_STATUS)

@@ -83,7 +83,7 @@ _MAX_LISTED_KEYS = 30
 
 TORCH_MISSING_MESSAGE = (
     "Reading {path} needs PyTorch, which is not installed. Install it with"
-    " `pip install 'fat-jax[torch]'`, or convert the file to safetensors where PyTorch"
+    " `pip install -e '.[torch]'` from the fat-jax checkout, or convert the file to safetensors where PyTorch"
     " is installed:\n"
     "  python -c \"import torch, safetensors.torch as st;"
     " c = torch.load('{path}', map_location='cpu', weights_only=True);"
@@ -191,13 +191,18 @@ def read_state_dict(path: PathLike) -> StateDict:
     Raises:
         FileNotFoundError: no file at `path`.
         ImportError: a `torch.save` file and no PyTorch; the message gives the fix.
-        ValueError: an unsupported suffix, or a file that contains no state dict.
+        ValueError: an unsupported suffix, a damaged or unreadable file, or a file that
+            contains no state dict.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"State dict file not found: {path}")
     if path.suffix == SAFETENSORS_SUFFIX:
-        state_dict = safetensors_numpy.load_file(str(path))
+        try:
+            state_dict = safetensors_numpy.load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types.
+            raise ValueError(f"Invalid safetensors file {path}: {error}. The file is damaged or"
+                             " not a safetensors state dict; export it again.") from error
     elif path.suffix in TORCH_SUFFIXES:
         state_dict = _read_torch_file(path)
     else:
@@ -213,7 +218,13 @@ def _read_torch_file(path: pathlib.Path) -> StateDict:
     except ImportError as error:
         raise ImportError(TORCH_MISSING_MESSAGE.format(path=path)) from error
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        # weights_only=True: loading never runs code stored in the file.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many error types here.
+        raise ValueError(f"Invalid PyTorch checkpoint {path}: torch.load(weights_only=True)"
+                         f" failed ({type(error).__name__}: {str(error)[:300]}). The file is"
+                         " damaged, not a state dict, or holds objects other than tensors.") from error
     if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping):

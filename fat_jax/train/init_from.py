@@ -25,8 +25,24 @@ from fat_jax.train import checkpoints as checkpoints_lib
 QUANT_ONLY_PARAMS = ("transform", "weight_alpha", "act_alpha")
 
 
+class InitFromError(ValueError):
+    """`init_from` points at weights that cannot start this run; the message says why."""
+
+
 def load(path: str, variables: dict, *, arch: str) -> dict:
-    """Return `variables` with the weights from `path` copied in."""
+    """Return `variables` with the weights from `path` copied in.
+
+    Raises:
+      InitFromError: a damaged or unreadable file, another architecture, no checkpoint,
+        or weights that do not fit the model.
+    """
+    try:
+        return _load(path, variables, arch)
+    except (ValueError, ImportError, FileNotFoundError) as error:
+        raise InitFromError(f"Invalid config.init_from={path!r}: {error}") from error
+
+
+def _load(path: str, variables: dict, arch: str) -> dict:
     source = pathlib.Path(path)
     if source.is_dir():
         return _from_workdir(source, variables, arch)

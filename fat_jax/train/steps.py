@@ -63,25 +63,29 @@ def _apply_train(model: nn.Module, variables: dict, images: jax.Array, rng: jax.
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
                     schedules: dict[str, optax.Schedule], seed: int, label_smoothing: float,
                     bn_groups: int = 1, nan_at_step: int = -1) -> Callable:
-    """Return `train_step(state, batch) -> (state, metrics)`, to be jitted.
+    """Return `train_step(state, batch, nan_at_step) -> (state, metrics)`, to be jitted.
 
     Dropout randomness is `fold_in(seed, step)`, so a resumed run draws the same masks.
     A non-finite loss or gradient freezes the state and records the step and the
     quantity (see TrainState). The caller checks it before saving and when logging.
     `nan_at_step` >= 1 replaces the loss of that step (counting from 1, as the logs
-    do) by NaN, a hook for failure tests.
+    do) by NaN, a hook for failure tests. Passed to the jitted step as an array, it
+    leaves the compiled program the same for every value; when omitted, the value
+    given here is used.
     """
     base_key = jax.random.key(seed)
+    default_nan_at_step = nan_at_step
 
-    def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    def train_step(state: TrainState, batch: dict[str, jax.Array],
+                   nan_at_step: int | jax.Array = default_nan_at_step):
         rng = jax.random.fold_in(base_key, state.step)
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
             logits, batch_stats = _apply_train(model, variables, batch["image"], rng, bn_groups)
             loss = jnp.mean(cross_entropy(logits, batch["label"], label_smoothing))
-            if nan_at_step >= 1:
-                loss = jnp.where(state.step + 1 == nan_at_step, jnp.nan, loss)
+            # Where the condition is false, the loss and its gradient are unchanged.
+            loss = jnp.where(state.step + 1 == nan_at_step, jnp.nan, loss)
             return loss, (logits, batch_stats)
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -295,10 +295,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     bn_groups = jax.device_count() if config.bn_stats == "per_device" else 1
     train_step = jax.jit(
         steps.make_train_step(model, tx, schedules=schedules, seed=config.seed,
-                              label_smoothing=config.label_smoothing, bn_groups=bn_groups,
-                              nan_at_step=config.debug.nan_at_step),
-        in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
+                              label_smoothing=config.label_smoothing, bn_groups=bn_groups),
+        in_shardings=(replicated, mesh_lib.batch_sharded(mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=0)
+    # An array, so that the test hook does not change the compiled program.
+    nan_at_step = jax.make_array_from_process_local_data(
+        replicated, np.asarray(config.debug.nan_at_step, np.int32))
     eval_step = jit_eval_step(model, mesh)
     layer_stats = jax.jit(layers.layer_stats, out_shardings=replicated)
 
@@ -322,7 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     try:
         while step < total_steps:
             batch = mesh_lib.global_batch(mesh, next(train_iter))
-            state, metrics = train_step(state, batch)
+            state, metrics = train_step(state, batch, nan_at_step)
             pending.append(metrics)
             step += 1
             epoch_end = step % steps_per_epoch == 0

@@ -58,9 +58,12 @@ def test_interrupted_runs_resume_bit_identical(reference_run, small_run, start_t
     for run, (kind, target) in enumerate(zip(kinds, targets)):
         trainer_run = start_trainer(flags, name=f"run{run}")
         trainer_run.wait_for_step(target)
-        if run:
-            resumed = trainer_run.wait_for(r"Resumed from the checkpoint at step (\d+)")
-            assert int(resumed.group(1)) <= last_step, plan
+        # The resumed step is at most the last step the previous run logged (a run killed
+        # before its first checkpoint leaves nothing, and the next one starts afresh).
+        resumed = re.search(r"Resumed from the checkpoint at step (\d+)", trainer_run.stderr)
+        first_step = min(int(s) for s in re.findall(r"step (\d+)/", trainer_run.stderr))
+        assert first_step == (int(resumed.group(1)) + 1 if resumed else 1), plan
+        assert first_step <= last_step + 1, plan
         if kind == "SIGKILL":
             # A random moment after the step's log line: before, during or after its save.
             time.sleep(rng.uniform(0.0, 0.8))
@@ -71,8 +74,8 @@ def test_interrupted_runs_resume_bit_identical(reference_run, small_run, start_t
 
         trainer_run.send(signal.SIGTERM)
         assert trainer_run.wait() == 0, f"{plan}\n{trainer_run.stderr[-3000:]}"
-        stopped = re.search(r"Stopped by SIGTERM after step (\d+); checkpoint saved in (\S+)",
-                            trainer_run.stderr)
+        stopped = re.search(r"Stopped by SIGTERM after step (\d+); checkpoint saved in (\S+)\.$",
+                            trainer_run.stderr, re.MULTILINE)
         assert stopped, f"{plan}\n{trainer_run.stderr[-3000:]}"
         last_step = int(stopped.group(1))
         assert last_step >= target
