@@ -175,7 +175,7 @@ def test_read_state_dict_without_torch(tmp_path, monkeypatch):
         fat_jax.read_state_dict(path)
 
     message = str(error.value)
-    assert "pip install 'fat-jax[torch]'" in message
+    assert "pip install -e '.[torch]'" in message
     assert "safetensors" in message
     assert str(path) in message
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+BARRIER_TIMEOUT_S = 3600
+"""How long a process waits for the others at a barrier (compilation can take minutes)."""
 
 
 def create_mesh() -> Mesh:
@@ -34,3 +37,15 @@ def global_batch(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, ja
         key: jax.make_array_from_process_local_data(sharding, value)
         for key, value in local_batch.items()
     }
+
+
+def wait_for_all_processes(name: str) -> None:
+    """Block until every process calls this with `name`; no-op with one process.
+
+    The barrier runs on JAX's coordination service, not on the devices, so it has no
+    collective timeout. Each name may be used once per run.
+    """
+    if jax.process_count() == 1:
+        return
+    ocp.multihost.sync_global_processes(name, timeout=BARRIER_TIMEOUT_S,
+                                        processes=set(range(jax.process_count())))

@@ -225,6 +225,85 @@ def _check_finite(state: TrainState, ckpt: checkpoints_lib.Checkpoints) -> None:
         step=bad_step, quantity=quantity)
 
 
+@dataclasses.dataclass(frozen=True)
+class _CompiledSteps:
+    """The programs of the training loop, compiled before the first step."""
+
+    # train(state, global batch, nan_at_step) -> (state, metrics); donates the state.
+    train: Any
+    # eval(variables, global eval batch) -> sums (see steps.make_eval_step).
+    eval: Any
+    # layer_stats(params) -> per-layer scalars for TensorBoard.
+    layer_stats: Any
+    # The debug.nan_at_step hook as a replicated array.
+    nan_at_step: jax.Array
+
+
+def _abstract_eval_batch(config: ml_collections.ConfigDict, mesh) -> dict:
+    """Shapes, dtypes and sharding of the batches of `eval_batches` (all of equal size)."""
+    size, count = image_size(config), config.eval_batch_size
+    sharding = mesh_lib.batch_sharded(mesh)
+    return {
+        "image": jax.ShapeDtypeStruct((count, size, size, 3), jnp.float32, sharding=sharding),
+        "label": jax.ShapeDtypeStruct((count,), jnp.int32, sharding=sharding),
+        "mask": jax.ShapeDtypeStruct((count,), jnp.bool_, sharding=sharding),
+    }
+
+
+def _compile_steps(config, model, tx, schedules, mesh, state: TrainState,
+                   first_batch: dict[str, jax.Array]) -> _CompiledSteps:
+    """Compile the training, evaluation and statistics programs ahead of time.
+
+    With several processes, all of them then wait for each other: on CPU only process
+    0 loads its programs from JAX's persistent compilation cache (the cache keys of the
+    other processes differ in jax 0.10.2), and a gloo collective that one process
+    enters about 30 s before another fails with a timeout.
+    """
+    start = time.monotonic()
+    replicated = mesh_lib.replicated(mesh)
+    bn_groups = jax.device_count() if config.bn_stats == "per_device" else 1
+    train_step = jax.jit(
+        steps.make_train_step(model, tx, schedules=schedules, seed=config.seed,
+                              label_smoothing=config.label_smoothing, bn_groups=bn_groups),
+        in_shardings=(replicated, mesh_lib.batch_sharded(mesh), replicated),
+        out_shardings=(replicated, replicated), donate_argnums=0)
+    # An array, so that the test hook does not change the compiled program.
+    nan_at_step = jax.make_array_from_process_local_data(
+        replicated, np.asarray(config.debug.nan_at_step, np.int32))
+    compiled = _CompiledSteps(
+        train=train_step.lower(state, first_batch, nan_at_step).compile(),
+        eval=jit_eval_step(model, mesh).lower(
+            state.variables, _abstract_eval_batch(config, mesh)).compile(),
+        layer_stats=jax.jit(layers.layer_stats, out_shardings=replicated).lower(
+            state.params).compile(),
+        nan_at_step=nan_at_step,
+    )
+    logging.info("Compiled the training and evaluation steps in %.0f s (including loads from"
+                 " the compilation cache).", time.monotonic() - start)
+    mesh_lib.wait_for_all_processes("fat_jax_steps_compiled")
+    return compiled
+
+
+def _build_state(config, mesh, steps_per_epoch: int):
+    """Return `(model, tx, schedules, state, num_params)` of a fresh (or init_from) run."""
+    model = build_model(config)
+    variables = init_variables(model, config, mesh)
+    if config.init_from:
+        variables = init_from.load(config.init_from, variables, arch=config.model.arch)
+    num_params = models.count_float_params(variables["params"])
+    groups = optim.groups_from_config(
+        {name: config.optimizer.groups[name] for name in config.optimizer.group_order})
+    tx, schedules = optim.create_optimizer(
+        variables["params"], groups, momentum=config.optimizer.momentum,
+        nesterov=config.optimizer.nesterov, steps_per_epoch=steps_per_epoch,
+        decay_epochs=config.optimizer.decay_epochs, decay_factor=config.optimizer.decay_factor)
+    for name, count in optim.count_params_by_group(variables["params"], groups).items():
+        logging.info("Optimizer group %s: %d parameter values.", name, count)
+    state = jax.jit(lambda v: TrainState.create(v, tx),
+                    out_shardings=mesh_lib.replicated(mesh))(variables)
+    return model, tx, schedules, state, num_params
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
                        allow_config_change: bool = False) -> Summary:
     """Train per `config`, writing checkpoints, logs and curves under `workdir`.
@@ -256,22 +335,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                  jax.process_count(), config.batch_size, input_shards(config),
                  steps_per_epoch, total_steps)
 
-    # Model, variables and optimizer.
-    model = build_model(config)
-    variables = init_variables(model, config, mesh)
-    if config.init_from:
-        variables = init_from.load(config.init_from, variables, arch=config.model.arch)
-    num_params = models.count_float_params(variables["params"])
-    groups = optim.groups_from_config(
-        {name: config.optimizer.groups[name] for name in config.optimizer.group_order})
-    tx, schedules = optim.create_optimizer(
-        variables["params"], groups, momentum=config.optimizer.momentum,
-        nesterov=config.optimizer.nesterov, steps_per_epoch=steps_per_epoch,
-        decay_epochs=config.optimizer.decay_epochs, decay_factor=config.optimizer.decay_factor)
-    for name, count in optim.count_params_by_group(variables["params"], groups).items():
-        logging.info("Optimizer group %s: %d parameter values.", name, count)
-    replicated = mesh_lib.replicated(mesh)
-    state = jax.jit(lambda v: TrainState.create(v, tx), out_shardings=replicated)(variables)
+    model, tx, schedules, state, num_params = _build_state(config, mesh, steps_per_epoch)
+    # Orbax's first collectives follow; see _compile_steps for why processes wait first.
+    mesh_lib.wait_for_all_processes("fat_jax_state_built")
 
     # Resume.
     ckpt = checkpoints_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
@@ -292,19 +358,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 meta["input_shards"], input_shards(config))
     start_step = int(state.step)
 
-    bn_groups = jax.device_count() if config.bn_stats == "per_device" else 1
-    train_step = jax.jit(
-        steps.make_train_step(model, tx, schedules=schedules, seed=config.seed,
-                              label_smoothing=config.label_smoothing, bn_groups=bn_groups),
-        in_shardings=(replicated, mesh_lib.batch_sharded(mesh), replicated),
-        out_shardings=(replicated, replicated), donate_argnums=0)
-    # An array, so that the test hook does not change the compiled program.
-    nan_at_step = jax.make_array_from_process_local_data(
-        replicated, np.asarray(config.debug.nan_at_step, np.int32))
-    eval_step = jit_eval_step(model, mesh)
-    layer_stats = jax.jit(layers.layer_stats, out_shardings=replicated)
-
-    train_iter = train_batches(config, start_step)
     reporter = progress.Progress(workdir / LOG_DIR, total_steps=total_steps,
                                  start_step=start_step, steps_per_epoch=steps_per_epoch,
                                  global_batch_size=config.batch_size)
@@ -322,9 +375,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     step = start_step
     last_saved = start_step if restored is not None else None
     try:
-        while step < total_steps:
+        if step < total_steps:
+            train_iter = train_batches(config, start_step)
             batch = mesh_lib.global_batch(mesh, next(train_iter))
-            state, metrics = train_step(state, batch, nan_at_step)
+            compiled = _compile_steps(config, model, tx, schedules, mesh, state, batch)
+        while step < total_steps:
+            state, metrics = compiled.train(state, batch, compiled.nan_at_step)
             pending.append(metrics)
             step += 1
             epoch_end = step % steps_per_epoch == 0
@@ -337,12 +393,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 reporter.train(step, means)
                 history["train"].append({"step": step, "epoch": step / steps_per_epoch,
                                          "loss": means["loss"]})
-                reporter.layers(step, jax.device_get(layer_stats(state.params)))
+                reporter.layers(step, jax.device_get(compiled.layer_stats(state.params)))
 
             epoch = step // steps_per_epoch
             eval_metrics = None
             if last or (epoch_end and epoch % config.eval_every_epochs == 0):
-                eval_metrics = evaluate(eval_step, state.variables, eval_batches(config), mesh)
+                eval_metrics = evaluate(compiled.eval, state.variables, eval_batches(config),
+                                        mesh)
                 reporter.evaluate(step, epoch, eval_metrics)
                 history["eval"].append({"step": step, "epoch": step / steps_per_epoch,
                                         **eval_metrics})
@@ -364,6 +421,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                 cause, step, ckpt.directory, step)
                 preempted = True
                 break
+            if step < total_steps:
+                batch = mesh_lib.global_batch(mesh, next(train_iter))
         ckpt.wait()
     finally:
         stop.restore()
