@@ -14,7 +14,7 @@ variants:
   fat:     FAT at --bits on the --grid;
   uniform: the same quantizers without the frequency transform
            (QuantConfig(use_transform=False)).
-Each variant compiles on its first step; then the warm-up and timed steps of all
+Each variant compiles on its first step. Then the warm-up and timed steps of all
 variants interleave, one step of each in turn, so a change of machine load during the
 run hits every variant alike. A ratio to float is the median over rounds of the
 ratio of the two steps of a round.
@@ -117,7 +117,7 @@ class Program:
     step: Callable
     state: Any
     batch: dict
-    # The initial variables; the state holds a copy.
+    # Initial variables. The state has its own copy, because steps donate its buffers.
     variables: dict
     quant: QuantConfig
     first_step_s: float = 0.0

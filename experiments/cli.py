@@ -56,8 +56,8 @@ def flag_error_message(error: Exception) -> str:
     """Return the message of a flag parsing error, with the root cause of a config error.
 
     ml_collections re-raises an error of a config file's get_config() (for example
-    an invalid `:ARGS` item) with the whole traceback in its message; the root
-    exception's message is what the user needs.
+    an invalid `:ARGS` item) with the whole traceback in its message, so the message
+    of the root exception replaces it.
     """
     first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     root = _root_cause(error)

@@ -39,7 +39,7 @@ COMPILE_STAGES = {
 }
 
 ABLATIONS = ("no_weight_path", "no_quantizers")
-"""What `ablate_quantized_convs` removes from the quantized convs.
+"""Ablations of `ablate_quantized_convs`, each removing part of every quantized conv.
 
 no_weight_path: the conv uses its raw kernel (no standardize or mean-centering, no
     frequency transform, no weight quantizer); the input quantizer stays.
@@ -52,7 +52,7 @@ MEMORY_SOURCES = {
     "host_peak_rss_call": "host peak resident set of the whole process during the call",
     "host_peak_rss_process": "host peak resident set of the whole process since it started",
 }
-"""What the memory figure of `run_with_peak_memory` measures, by source name."""
+"""Meaning of each memory source name that `run_with_peak_memory` returns."""
 
 
 # ---------------------------------------------------------------------------

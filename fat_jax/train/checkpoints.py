@@ -1,6 +1,6 @@
 """Orbax checkpoints of a run: save, keep the latest K and the best, resume.
 
-Each checkpoint holds two items: `state` (the TrainState, restored with its sharding)
+Each checkpoint contains two items: `state` (the TrainState, restored with its sharding)
 and `meta` (JSON: step, epoch, the run's config, the training history and the
 metrics of steps not yet logged). Orbax (0.12.8) writes every checkpoint to
 `<step>.orbax-checkpoint-tmp` and renames it to `<step>` when complete, so a killed

@@ -5,14 +5,13 @@ training loop polls `requested(step)` after every step. The handler also restore
 default actions, so a second signal terminates the process at once, without a
 checkpoint.
 
-Several processes (`jax.distributed.initialize()`, with JAX's preemption service,
-which is on by default): `initialize()` installs a C++ SIGTERM handler, and JAX's
-preemption sync manager makes all processes agree on one step to stop at, even when
-only one of them received the signal. `requested(step)` asks it through orbax's
-`CheckpointManager.reached_preemption`, which every process must call at every step.
-A Python SIGTERM handler would replace JAX's, so none is installed; a SIGINT is
-forwarded to the own process as a SIGTERM. Once the processes agree, both signals get
-their default actions back.
+Several processes: `jax.distributed.initialize()` starts JAX's preemption service
+(on by default), which installs a C++ SIGTERM handler. Its sync manager makes all
+processes agree on one step to stop at, even when only one of them received the
+signal. `requested(step)` asks it through orbax's `CheckpointManager.reached_preemption`,
+which every process must call at every step. A Python SIGTERM handler would replace
+JAX's, so none is installed, and a SIGINT is forwarded to the own process as a
+SIGTERM. Once the processes agree, both signals get their default actions back.
 NOTE: in that mode a second SIGTERM that arrives before the processes agree (about
 one to two seconds after the first) is absorbed by JAX's handler and stops nothing.
 """

@@ -70,8 +70,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *,
     quantity (see TrainState). The caller checks it before saving and when logging.
     `nan_at_step` >= 1 replaces the loss of that step (counting from 1, as the logs
     do) by NaN, a hook for failure tests. Passed to the jitted step as an array, it
-    leaves the compiled program the same for every value; when omitted, the value
-    given here is used.
+    leaves the compiled program the same for every value. When the call omits it,
+    the value given here is used.
     """
     base_key = jax.random.key(seed)
     default_nan_at_step = nan_at_step

@@ -1,9 +1,9 @@
 """Train and evaluate a FAT model on one device or many hosts.
 
-`train_and_evaluate(config, workdir)` is the whole run: validate the config, check
-the workdir, build the model and the grouped SGD, resume from the workdir's newest
-good checkpoint (or start from `init_from`), then step through the epochs with
-evaluation, TensorBoard logging and checkpoints, and return a summary.
+`train_and_evaluate(config, workdir)` is the whole run. It validates the config,
+checks the workdir, builds the model and the grouped SGD, and resumes from the
+workdir's newest good checkpoint (or starts from `init_from`). Then it steps through
+the epochs with evaluation, TensorBoard logging and checkpoints, and returns a summary.
 
 Failures:
 - SIGTERM or SIGINT: the current step finishes, a checkpoint is saved, and the run

@@ -22,7 +22,7 @@ OVERRIDE_FLAG = "--allow_config_change"
 
 
 class WorkdirConflictError(RuntimeError):
-    """The workdir holds checkpoints of a run with a different (or unknown) config."""
+    """The workdir contains checkpoints of a run with a different (or unknown) config."""
 
 
 def has_checkpoints(workdir: pathlib.Path) -> bool:
