@@ -13,6 +13,7 @@ import pathlib
 import sys
 
 from absl import flags, logging
+from ml_collections import config_flags
 
 # Before TensorFlow is imported: keep its C++ INFO lines off the console.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -83,18 +84,60 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
+def _config_file_error(error: BaseException) -> str:
+    root = _root_cause(error)
+    return f"cannot load the config file: {type(root).__name__}: {_one_line(root)}"
+
+
+def _unknown_override(argv: list[str]) -> str | None:
+    """Return an error line for the first --config.FIELD whose FIELD the default lacks."""
+    from configs import default
+
+    config = default.get_config()
+    for arg in argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        path = arg[len("--config."):].split("=", 1)[0]
+        node = config
+        for depth, name in enumerate(path.split(".")):
+            parent = ".".join(["config", *path.split(".")[:depth]])
+            if not hasattr(node, "keys"):
+                return (f"Unknown config field in {arg!r}: {parent} is a value"
+                        f" ({node!r}), not a group of fields.")
+            if name not in node:
+                return (f"Unknown config field in {arg!r}: {parent} has no field {name!r}."
+                        f" Its fields: {', '.join(sorted(node.keys()))}.")
+            node = node[name]
+    return None
+
+
+def define_config_flag(help_text: str) -> flags.FlagHolder:
+    """Define --config (a config file, default configs/default.py) and its overrides.
+
+    ml_collections reads the --config.FIELD overrides of sys.argv here, at definition
+    time, so an unknown FIELD is reported here as one line with exit status 2.
+    """
+    try:
+        return config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, help_text,
+                                               lock_config=True)
+    except (AttributeError, KeyError, TypeError) as error:
+        fail(_unknown_override(sys.argv) or _config_file_error(error))
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """Parse the flags as absl.app does, but report an error as one line and exit 2.
 
-    Pass it as `app.run(main, flags_parser=parse_flags)`.
+    Pass it as `app.run(main, flags_parser=parse_flags)`. A config file that cannot be
+    executed, or has no get_config(), is a usage error too: whatever it raises is
+    reported as one line naming the exception.
     """
     try:
         return flags.FLAGS(argv)
     except flags.Error as error:
         fail(flag_error_message(error))
-    except OSError as error:
-        # A --config.FIELD override of a config file that failed to load.
-        fail(f"cannot load the config file: {_one_line(_root_cause(error))}")
+    except Exception as error:  # noqa: BLE001 - raised by the user's config file.
+        unknown = isinstance(error, (AttributeError, KeyError, TypeError)) and _unknown_override(argv)
+        fail(unknown or _config_file_error(error))
 
 
 def config_value(config_flag: flags.FlagHolder):
@@ -103,8 +146,8 @@ def config_value(config_flag: flags.FlagHolder):
         # ml_collections defers the error of a missing or unreadable config file to
         # the first access of the value.
         config_flag.value.to_dict()
-    except OSError as error:
-        fail(f"cannot load the config file: {_one_line(_root_cause(error))}")
+    except Exception as error:  # noqa: BLE001 - raised by the user's config file.
+        fail(_config_file_error(error))
     return config_flag.value
 
 

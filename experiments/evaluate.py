@@ -12,18 +12,16 @@ from __future__ import annotations
 import pathlib
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", cli.DEFAULT_CONFIG, "Config file, optionally with :ARGS.", lock_config=True)
+_CONFIG = cli.define_config_flag("Config file, optionally with :ARGS.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Run workdir, checkpoint step directory, or reference"
     " .safetensors/.pth file.", required=True)
 
 
-def load_variables(config, path: pathlib.Path, model):
+def load_variables(config, path: pathlib.Path):
     """Return the Flax variables stored at `path` (see the module docstring)."""
     from fat_jax import torch_weights
     from fat_jax.train import checkpoints as checkpoints_lib
@@ -40,31 +38,64 @@ def load_variables(config, path: pathlib.Path, model):
         cli.fail(f"Invalid --checkpoint={str(path)!r}: not a file, a run workdir or a"
                  " checkpoint step directory. Pass one of those.")
     ckpt = checkpoints_lib.Checkpoints(workdir, read_only=True)
-    if step is None:
-        step = ckpt.best_step() or (ckpt.steps()[-1] if ckpt.steps() else None)
-    if step is None or step not in ckpt.steps():
-        cli.fail(f"No checkpoint {'at step ' + str(step) + ' ' if step else ''}in"
-                 f" {ckpt.directory}; available steps: {ckpt.steps() or 'none'}.")
-    state, _ = ckpt.restore(step)
-    ckpt.close()
+    try:
+        if step is None:
+            step = ckpt.best_step() or (ckpt.steps()[-1] if ckpt.steps() else None)
+        if step is None or step not in ckpt.steps():
+            cli.fail(f"No checkpoint {'at step ' + str(step) + ' ' if step else ''}in"
+                     f" {ckpt.directory}; available steps: {ckpt.steps() or 'none'}.")
+        state, _ = ckpt.restore(step)
+    finally:
+        ckpt.close()
     print(f"Checkpoint: step {step} of {workdir}")
     return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
+def check_fits(variables, expected, source: str) -> None:
+    """Exit with status 2 when `variables` lack, add or reshape arrays of `expected`."""
+    from flax import traverse_util
+
+    def shapes(tree):
+        return {"/".join(map(str, k)): tuple(v.shape)
+                for k, v in traverse_util.flatten_dict(tree).items()}
+
+    found, wanted = shapes(variables), shapes(expected)
+    if found == wanted:
+        return
+    missing = sorted(set(wanted) - set(found))
+    unexpected = sorted(set(found) - set(wanted))
+    reshaped = sorted(k for k in set(found) & set(wanted) if found[k] != wanted[k])
+    parts = [f"{len(missing)} arrays of the model are missing (first: {missing[:3]})"
+             if missing else "",
+             f"{len(unexpected)} are not in the model (first: {unexpected[:3]})"
+             if unexpected else "",
+             "shapes differ for " + ", ".join(f"{k} {found[k]} vs {wanted[k]}"
+                                              for k in reshaped[:3]) if reshaped else ""]
+    cli.fail(f"The checkpoint {source} does not fit the config's model: "
+             + "; ".join(p for p in parts if p)
+             + ". Pass the config the checkpoint was trained with (a run's is in"
+             " <workdir>/config.json), or its architecture and bit width as --config.FIELD.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    config = cli.config_value(_CONFIG)
     cli.setup()
+    import jax
+
     from fat_jax import data
     from fat_jax.train import config_check, mesh as mesh_lib, trainer
 
-    config = _CONFIG.value
+    checkpoint = pathlib.Path(_CHECKPOINT.value)
     try:
         trainer.validate(config)
         model = trainer.build_model(config)
         mesh = mesh_lib.create_mesh()
-        variables = load_variables(config, pathlib.Path(_CHECKPOINT.value), model)
-        variables = jax_replicate(variables, mesh)
+        variables = load_variables(config, checkpoint)
+        expected = jax.eval_shape(lambda: trainer.init_variables(model, config, mesh))
+        check_fits(variables, expected, str(checkpoint))
+        variables = jax.device_put(variables, mesh_lib.replicated(mesh))
         metrics = trainer.evaluate(trainer.jit_eval_step(model, mesh), variables,
                                    trainer.eval_batches(config), mesh)
     except (config_check.ConfigError, data.MissingImageNetArchivesError, ValueError,
@@ -75,12 +106,5 @@ def main(argv):
           f" loss {metrics['loss']:.4f}")
 
 
-def jax_replicate(variables, mesh):
-    import jax
-
-    from fat_jax.train import mesh as mesh_lib
-    return jax.device_put(variables, mesh_lib.replicated(mesh))
-
-
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

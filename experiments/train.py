@@ -15,13 +15,11 @@ import gc
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", cli.DEFAULT_CONFIG, "Config file, optionally with :ARGS (e.g. :bits=3,grid=log).",
-    lock_config=True)
+_CONFIG = cli.define_config_flag(
+    "Config file, optionally with :ARGS (e.g. :bits=3,grid=log).")
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, TensorBoard logs and curves"
     " (default: workdirs/<config.experiment>).")

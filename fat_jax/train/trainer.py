@@ -324,7 +324,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     steps_per_epoch = data.steps_per_epoch(
         config.dataset.name, config.batch_size, data_dir=config.dataset.data_dir or None,
         manual_dir=config.dataset.manual_dir or None)
-    workdir_lib.write_config(workdir, config, is_writer=jax.process_index() == 0)
     total_steps = config.num_epochs * steps_per_epoch
     if config.num_train_steps > 0:
         total_steps = min(total_steps, config.num_train_steps)
@@ -356,6 +355,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 " run reads %d, so the input order from here on differs from the"
                 " interrupted run's. Set config.dataset.input_shards to keep it.",
                 meta["input_shards"], input_shards(config))
+    # Only now, with any checkpoint restored, does the workdir take this run's config.
+    workdir_lib.write_config(workdir, config, is_writer=jax.process_index() == 0)
     start_step = int(state.step)
 
     reporter = progress.Progress(workdir / LOG_DIR, total_steps=total_steps,

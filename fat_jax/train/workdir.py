@@ -48,6 +48,11 @@ def check(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
     With `allow_config_change`, log the differences as a warning instead.
     """
     workdir = pathlib.Path(workdir)
+    for path in (workdir, workdir / CHECKPOINT_DIR):
+        if path.exists() and not path.is_dir():
+            raise WorkdirConflictError(
+                f"Workdir path {path} is a file, not a directory. Pass a --workdir that is"
+                " a directory or does not exist yet (it is created).")
     if not has_checkpoints(workdir):
         return
     saved_path = workdir / CONFIG_FILE

@@ -70,6 +70,12 @@ def without_tensorflow(tmp_path_factory):
                                           r" argument 'bitz=3': expected keys arch, bits"),
     ("--config.batch_size=many", r"--config.batch_size=many"),
     ("--config=configs/missing.py", r"cannot load the config file: .*configs/missing.py"),
+    ("--config.nosuch=3", r"Unknown config field in '--config.nosuch=3': config has no field"
+                          r" 'nosuch'. Its fields: batch_size, "),
+    ("--config.quant.nobits=3", r"config.quant has no field 'nobits'. Its fields:"
+                                r" act_alpha_grad, "),
+    ("--config.model.arch.depth=3", r"config.model.arch is a value \('resnet20'\), not a"
+                                    r" group of fields"),
 ])
 def test_invalid_config_exits_2(tmp_path, digits_dir, without_tensorflow, override, message):
     # --config must come before the --config.FIELD overrides.
@@ -81,6 +87,43 @@ def test_invalid_config_exits_2(tmp_path, digits_dir, without_tensorflow, overri
     assert re.search(message, errors[0]), errors[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def _single_error(result) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize("module", ["experiments.train", "experiments.evaluate"])
+def test_config_file_without_get_config_exits_2(tmp_path, without_tensorflow, module):
+    not_python = tmp_path / "config.yaml"
+    not_python.write_text("model:\n  arch: resnet20\n")
+    result = _run(module, f"--config={not_python}", f"--checkpoint={tmp_path}",
+                  f"--workdir={tmp_path / 'run'}", env_overrides=without_tensorflow)
+    error = _single_error(result)
+    assert "cannot load the config file:" in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_workdir_that_is_a_file_exits_2(tmp_path, digits_dir, without_tensorflow):
+    results = tmp_path / "results.txt"
+    results.write_text("a user's notes\n")
+    result = _run("experiments.train", f"--workdir={results}",
+                  f"--config.dataset.data_dir={digits_dir}", env_overrides=without_tensorflow)
+    assert f"Workdir path {results} is a file, not a directory" in _single_error(result)
+    assert results.read_text() == "a user's notes\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], r"Flag --checkpoint must have a value other than None"),
+    (["--checkpoint=x", "--config.nosuch=1"], r"config has no field 'nosuch'"),
+    (["--checkpoint=x", "--config.batch_size=many"], r"--config.batch_size=many"),
+])
+def test_evaluate_usage_errors_exit_2(args, message):
+    assert re.search(message, _single_error(_run("experiments.evaluate", *args)))
 
 
 @pytest.mark.slow
@@ -100,6 +143,15 @@ def test_train_then_evaluate_digits(tmp_path, digits_dir):
                      f"--checkpoint={workdir}")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert re.search(r"resnet20 on digits \(360 examples\): top-1 \d+\.\d\d%", evaluated.stdout)
+
+    # A config of another architecture or bit width is named as the problem.
+    for fields in (["--config.model.arch=resnet32"],
+                   ["--config.quant.weight_bits=32", "--config.quant.act_bits=32"]):
+        mismatched = _run("experiments.evaluate", f"--config.dataset.data_dir={digits_dir}",
+                          *fields, f"--checkpoint={workdir}")
+        error = _single_error(mismatched)
+        assert f"The checkpoint {workdir} does not fit the config's model" in error, fields
+        assert "config.json" in error
 
 
 def test_evaluate_bad_checkpoint_path(tmp_path):

@@ -1,17 +1,19 @@
 """Forward and backward passes of every registered model, float and quantized.
 
-Compilation dominates the cost on CPU, and bits and grid are static, so every
-(model, bit width, grid) combination is a separate XLA program. Two things keep the
-file to a few minutes on two cores:
-- The CIFAR ResNets and the inverted residual block run op by op (no `jit`). Each
-  operation compiles once per shape and is reused by the later cases, which run in
-  file order. A new depth or bit width then costs seconds once ResNet-20 has run.
-- The whole bits x grid matrix (2 to 5 bits, uniform and log) runs on ResNet-20 (FAT
-  convs, 8-bit stem and head) and on one MobileNetV2 inverted residual block (uniform,
-  depthwise and FAT convs, signed inputs, strict mode). The deeper CIFAR ResNets,
-  VGG-small and ResNet-18 run in full precision and at W4 uniform. ResNet-34, ResNet-50
-  and MobileNetV2 run in full precision only, because a quantized ResNet-50 or
-  MobileNetV2 takes minutes to compile on two CPU cores.
+Every model runs in full precision and at each of 2, 3, 4 and 5 bits on the uniform
+and the log grid, at its native resolution with a batch of 2. Compilation dominates
+the cost on CPU, and bits and grid are static, so every (model, bit width, grid)
+combination is a separate XLA program:
+- The CIFAR ResNets run op by op (no `jit`). Each operation compiles once per shape
+  and is reused by the later cases, which run in file order, so a new depth or bit
+  width costs seconds once ResNet-20 has run.
+- VGG-small and the ImageNet models run under `jit`, 5 to 20 s of compilation per
+  case on 2 CPU cores.
+The default run keeps to a few minutes: ResNet-20 and one MobileNetV2 inverted
+residual block run the whole matrix, the four ImageNet models two settings each (so
+that together they cover each of the eight settings once), and the other models one
+or two. The other 55 cases are marked `full_matrix`; run them with
+`python3 -m pytest -m full_matrix tests/models`.
 """
 
 import numpy as np
@@ -27,20 +29,46 @@ from fat_jax.quant_config import QuantConfig
 
 BATCH = 2
 FLOAT = QuantConfig.from_bits(32)
-W4_UNIFORM = QuantConfig.from_bits(4)
 QUANTIZED_SETTINGS = [
     QuantConfig.from_bits(bits, grid=grid) for bits in (2, 3, 4, 5) for grid in ("uniform", "log")
 ]
 
-CIFAR_RESNET_CASES = (
-    [("resnet20", quant) for quant in [FLOAT, *QUANTIZED_SETTINGS]]
-    + [(name, quant) for name in ("resnet32", "resnet44", "resnet56", "resnet110")
-       for quant in (FLOAT, W4_UNIFORM)])
-JIT_CASES = [
-    ("vgg_small", FLOAT), ("vgg_small", W4_UNIFORM),
-    ("resnet18", FLOAT), ("resnet18", W4_UNIFORM),
-    ("resnet34", FLOAT), ("resnet50", FLOAT), ("mobilenetv2", FLOAT),
-]
+QUANTIZED_BY_NAME = {setting_name: quant for quant in QUANTIZED_SETTINGS
+                     for setting_name in [f"w{quant.weight_bits}_{quant.grid}"]}
+# The quantized settings in the default run; the others are marked full_matrix.
+ALL_SETTINGS = tuple(QUANTIZED_BY_NAME)
+DEFAULT_CIFAR_RESNET_SETTINGS = {
+    "resnet20": ALL_SETTINGS,
+    "resnet32": ("w4_uniform", "w2_log"),
+    "resnet44": ("w3_uniform", "w5_log"),
+    "resnet56": ("w4_uniform", "w3_log"),
+    "resnet110": ("w2_uniform", "w4_log"),
+}
+DEFAULT_JIT_SETTINGS = {
+    "vgg_small": ("w4_uniform",),
+    "resnet18": ("w4_uniform", "w2_log"),
+    "resnet34": ("w3_uniform", "w4_log"),
+    "resnet50": ("w2_uniform", "w3_log"),
+    "mobilenetv2": ("w5_uniform", "w5_log"),
+}
+
+
+def matrix_cases(default_settings: dict[str, tuple[str, ...]]) -> list:
+    """Return pytest params of each model in float and in every quantized setting.
+
+    `default_settings` maps each model name to the quantized settings of the default
+    run; the model's other settings are marked `full_matrix`.
+    """
+    cases = []
+    for name, defaults in default_settings.items():
+        cases.append(pytest.param(name, FLOAT, id=f"{name}-float"))
+        for setting_name, quant in QUANTIZED_BY_NAME.items():
+            marks = [] if setting_name in defaults else [pytest.mark.full_matrix]
+            cases.append(pytest.param(name, quant, id=f"{name}-{setting_id(quant)}",
+                                      marks=marks))
+    return cases
+
+
 BLOCK_SETTINGS = [
     *QUANTIZED_SETTINGS,
     QuantConfig.from_bits(3, strict=True),
@@ -53,11 +81,6 @@ def setting_id(quant: QuantConfig) -> str:
         return "float"
     strict = "_strict" if quant.strict else ""
     return f"w{quant.weight_bits}a{quant.act_bits}_{quant.grid}{strict}"
-
-
-def case_id(case) -> str:
-    name, quant = case
-    return f"{name}-{setting_id(quant)}"
 
 
 def num_classes_of(name: str) -> int:
@@ -156,16 +179,14 @@ def check_training_step(name: str, quant: QuantConfig, use_jit: bool):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CIFAR_RESNET_CASES, ids=case_id)
-def test_cifar_resnet_training_step(case):
-    name, quant = case
+@pytest.mark.parametrize("name, quant", matrix_cases(DEFAULT_CIFAR_RESNET_SETTINGS))
+def test_cifar_resnet_training_step(name, quant):
     check_training_step(name, quant, use_jit=False)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", JIT_CASES, ids=case_id)
-def test_model_training_step(case):
-    name, quant = case
+@pytest.mark.parametrize("name, quant", matrix_cases(DEFAULT_JIT_SETTINGS))
+def test_model_training_step(name, quant):
     check_training_step(name, quant, use_jit=True)
 
 

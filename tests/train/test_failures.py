@@ -213,3 +213,19 @@ def test_checkpoints_without_config_rejected(small_run, tmp_path):
     with pytest.raises(workdir_lib.WorkdirConflictError, match=r"no readable config.json"):
         workdir_lib.check(tmp_path, small_run.config())
     workdir_lib.check(tmp_path, small_run.config(), allow_config_change=True)
+
+
+def test_failed_config_change_keeps_saved_config(reference_run, small_run, tmp_path):
+    """With --allow_config_change, a checkpoint that does not fit leaves the workdir as it was."""
+    steps = reference_run.steps
+    workdir = tmp_path / "run"
+    shutil.copytree(reference_run.workdir, workdir)
+    saved = (workdir / workdir_lib.CONFIG_FILE).read_text()
+    # The reference run is full precision; 4 bits adds alphas and transforms.
+    changed = small_run.config(num_train_steps=steps + 1,
+                               **{"quant.weight_bits": 4, "quant.act_bits": 4})
+    with pytest.raises(checkpoints_lib.CheckpointMismatchError,
+                       match=rf"step {steps} .* does not fit this model"):
+        trainer.train_and_evaluate(changed, workdir, allow_config_change=True)
+    assert (workdir / workdir_lib.CONFIG_FILE).read_text() == saved
+    assert _finished_steps(workdir) == list(range(1, steps + 1))

@@ -1,10 +1,8 @@
 """Two trainer processes on localhost (jax.distributed, 2 host CPU devices each).
 
-The run must compute what one process with four devices computes, log and print only
-on process 0, and stop both processes at one agreed step when only process 1 receives
-a SIGINT. The comparison uses the full-precision model: at 4 bits, the rounding of
-the quantizers amplifies the last-bit differences between gloo's and the in-process
-all-reduce into visibly different losses after one step.
+The run must compute what one process with four devices computes, because the
+reference run of conftest.py reads the same two input shards. Only process 0 may log
+and print, and a SIGINT to process 1 alone must stop both processes at one step.
 """
 
 from __future__ import annotations
@@ -14,16 +12,13 @@ import signal
 import socket
 
 import numpy as np
-import pytest
 from flax import traverse_util
 
 from fat_jax.train import checkpoints as checkpoints_lib
-from fat_jax.train import trainer
 
 TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 STEP_LINE = r"step (\d+)/\d+ "
 COMPARED_STEPS = 3
-FULL_PRECISION = {"quant.weight_bits": 32, "quant.act_bits": 32}
 
 
 def _free_port() -> int:
@@ -32,22 +27,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def one_process_run(small_run, read_checkpoint, tmp_path_factory):
-    """`(workdir, losses, params at step 3)` of the full-precision small config here."""
-    workdir = tmp_path_factory.mktemp("one_process")
-    config = small_run.config(num_train_steps=COMPARED_STEPS, **FULL_PRECISION)
-    trainer.train_and_evaluate(config, workdir)
-    params, meta = read_checkpoint(workdir, COMPARED_STEPS)
-    return workdir, [entry["loss"] for entry in meta["history"]["train"]], params
-
-
 def _restore_like(workdir, step: int, reference_workdir) -> tuple[dict, dict]:
     """Restore `step` of a multi-process run into the shardings of a 4-device checkpoint."""
     reference = checkpoints_lib.Checkpoints(reference_workdir, read_only=True)
     ckpt = checkpoints_lib.Checkpoints(workdir, read_only=True)
     try:
-        target, _ = reference.restore(COMPARED_STEPS)
+        target, _ = reference.restore(step)
         state, meta = ckpt.restore(step, target)
     finally:
         reference.close()
@@ -55,11 +40,10 @@ def _restore_like(workdir, step: int, reference_workdir) -> tuple[dict, dict]:
     return traverse_util.flatten_dict(state["params"]), meta
 
 
-def test_two_processes_match_one_and_stop_together(one_process_run, small_run, start_trainer,
-                                                   tmp_path):
-    one_process_dir, expected_losses, expected_params = one_process_run
+def test_two_processes_match_one_and_stop_together(reference_run, small_run, read_checkpoint,
+                                                   start_trainer, tmp_path):
     workdir = tmp_path / "run"
-    flags = small_run.flags(workdir, num_train_steps=30, **FULL_PRECISION)
+    flags = small_run.flags(workdir, num_train_steps=30)
     distributed = [f"--coordinator_address=localhost:{_free_port()}", "--num_processes=2"]
     processes = [
         start_trainer([*flags, *distributed, f"--process_id={index}"], name=f"process{index}",
@@ -89,10 +73,11 @@ def test_two_processes_match_one_and_stop_together(one_process_run, small_run, s
     assert "Stopped (checkpoint saved)" in processes[0].stdout
     assert "Stopped (checkpoint saved)" not in processes[1].stdout
 
-    # Both processes wrote the checkpoints; they hold what one process computes.
-    params, meta = _restore_like(workdir, COMPARED_STEPS, one_process_dir)
+    # Both processes wrote the checkpoints, and they contain what one process computes.
+    params, meta = _restore_like(workdir, COMPARED_STEPS, reference_run.workdir)
+    expected_params, _ = read_checkpoint(reference_run.workdir, COMPARED_STEPS)
     losses = [entry["loss"] for entry in meta["history"]["train"]]
-    np.testing.assert_allclose(losses, expected_losses, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(losses, reference_run.losses[:COMPARED_STEPS], rtol=0, atol=1e-5)
     for path, value in expected_params.items():
         np.testing.assert_allclose(params[path], value, rtol=1e-4, atol=1e-5,
                                    err_msg="/".join(path))

@@ -67,7 +67,7 @@ def test_one_device_matches_four(reference_run, small_run, read_checkpoint, tmp_
 def test_config_written_to_workdir(reference_run):
     saved = json.loads((reference_run.workdir / trainer.CONFIG_FILE).read_text())
     assert saved["model"]["arch"] == "resnet20"
-    assert saved["quant"]["weight_bits"] == 4
+    assert saved["quant"]["weight_bits"] == 32
     assert saved["dataset"]["input_shards"] == 2
 
 
