@@ -98,8 +98,8 @@ def main(argv):
         variables = jax.device_put(variables, mesh_lib.replicated(mesh))
         metrics = trainer.evaluate(trainer.jit_eval_step(model, mesh), variables,
                                    trainer.eval_batches(config), mesh)
-    except (config_check.ConfigError, data.MissingImageNetArchivesError, ValueError,
-            FileNotFoundError) as error:
+    except (config_check.ConfigError, data.MissingImageNetArchivesError,
+            data.DatasetDownloadError, ValueError, FileNotFoundError) as error:
         cli.fail(str(error))
     print(f"{config.model.arch} on {config.dataset.name} ({metrics['count']} examples):"
           f" top-1 {100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}%,"

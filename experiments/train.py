@@ -88,7 +88,7 @@ def _train(argv):
             config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
     except (config_check.ConfigError, trainer.WorkdirConflictError,
             checkpoints.CheckpointMismatchError, data.MissingImageNetArchivesError,
-            init_from.InitFromError) as error:
+            data.DatasetDownloadError, init_from.InitFromError) as error:
         cli.fail(str(error))
     except trainer.DivergenceError as error:
         cli.fail(str(error), status=cli.DIVERGENCE_STATUS)

@@ -411,6 +411,10 @@ def load_reference_checkpoint(path: PathLike, arch: str, bits: int, grid: str = 
     Every parameter, including the quantizer parameters of a quantized model, must be
     in the checkpoint.
 
+    NOTE: the reference stores neither the bit width nor the grid, and every bit width
+    and grid has the same parameter shapes, so a wrong `bits` or `grid` loads without
+    an error and gives wrong logits. Pass the values the checkpoint was trained with.
+
     Args:
         path: a `.safetensors` state dict, or a `.pth` / `.pth.tar` file (needs PyTorch).
         arch: registry name of the model (see `fat_jax.models.ARCHITECTURES`).

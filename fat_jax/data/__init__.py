@@ -12,6 +12,7 @@ from fat_jax.data.specs import DATASET_NAMES, DatasetSpec, get_spec
 
 # Public name -> submodule that defines it; these submodules import TensorFlow.
 _LAZY_NAMES = {
+    "DatasetDownloadError": "loading",
     "Digits": "digits",
     "MissingImageNetArchivesError": "imagenet",
     "prepare_miniature_imagenet": "imagenet",

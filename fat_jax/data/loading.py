@@ -13,6 +13,18 @@ from fat_jax.data import imagenet
 from fat_jax.data import specs
 
 
+class DatasetDownloadError(RuntimeError):
+    """TFDS failed to download or prepare a dataset that it fetches from the web."""
+
+    def __init__(self, name: str, data_dir: str, error: BaseException):
+        cause = " ".join(str(error).split())[:300]
+        super().__init__(
+            f"Downloading and preparing {name} in {data_dir} failed"
+            f" ({type(error).__name__}: {cause}). Without network access, prepare it on"
+            f" another machine with `tfds build {name} --data_dir=DIR`, copy DIR here and"
+            " pass --config.dataset.data_dir=DIR.")
+
+
 def hide_accelerators_from_tensorflow() -> None:
     """Keep TensorFlow (used only for tf.data) off the GPUs, which belong to JAX.
 
@@ -50,6 +62,8 @@ def load_builder(
         ValueError: `name` is not a supported dataset.
         MissingImageNetArchivesError: imagenet2012 is not prepared and its archives
             are missing; raised before any preparation starts.
+        DatasetDownloadError: cifar10 is not prepared and TFDS failed to download
+            or prepare it (for example without network access).
     """
     specs.get_spec(name)  # Rejects unknown names with the list of known ones.
     data_dir = os.fspath(data_dir) if data_dir is not None else None
@@ -68,9 +82,15 @@ def load_builder(
             "Preparing imagenet2012 in %s from the archives in %s.", builder.data_dir, archive_dir)
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(archive_dir)))
-    else:
+    elif name == "digits":
         logging.info("Preparing %s in %s.", name, builder.data_dir)
         builder.download_and_prepare()
+    else:
+        logging.info("Downloading and preparing %s in %s.", name, builder.data_dir)
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # noqa: BLE001 - network errors differ by TFDS backend.
+            raise DatasetDownloadError(name, builder.data_dir, error) from error
     return builder
 
 

@@ -78,9 +78,12 @@ class Summary:
     def lines(self) -> list[str]:
         bits = ("float (32-bit)" if self.weight_bits == 32
                 else f"W{self.weight_bits}A{self.act_bits}")
+        def top1(value: float) -> str:
+            return "not evaluated yet" if math.isnan(value) else f"{100 * value:.2f}%"
+
         return [
-            f"best top-1:   {100 * self.best_top1:.2f}%",
-            f"final top-1:  {100 * self.final_top1:.2f}%",
+            f"best top-1:   {top1(self.best_top1)}",
+            f"final top-1:  {top1(self.final_top1)}",
             f"bits:         {bits}",
             f"parameters:   {self.num_params:,}",
             f"steps:        {self.steps}",

@@ -126,3 +126,21 @@ def test_train_resume_matches_uninterrupted(mocked_cifar):
 
 def test_steps_per_epoch(mocked_cifar):
     assert data.steps_per_epoch("cifar10", 16, data_dir=mocked_cifar) == 3
+
+
+def test_failed_download_names_fix(tmp_path, monkeypatch):
+    # A mock of the network: this machine cannot reach the CIFAR-10 server.
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", offline)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", offline)
+    data_dir = tmp_path / "tfds"
+    with pytest.raises(data.DatasetDownloadError) as raised:
+        data.num_examples("cifar10", "train", data_dir=str(data_dir))
+    message = str(raised.value)
+    assert f"Downloading and preparing cifar10 in {data_dir}" in message
+    assert "ConnectionError: Name or service not known" in message
+    assert "tfds build cifar10 --data_dir=DIR" in message
+    assert "--config.dataset.data_dir=DIR" in message
+    assert not tfds.builder("cifar10", data_dir=str(data_dir)).is_prepared()

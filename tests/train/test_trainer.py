@@ -1,6 +1,7 @@
 """End-to-end tests of the trainer on the embedded digits data."""
 
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -86,3 +87,15 @@ def test_per_device_batchnorm_runs(small_run, tmp_path):
     assert summary.steps == 2
     assert np.isfinite(summary.final_top1)
     assert jax.device_count() == 4
+
+
+def test_summary_without_evaluation():
+    summary = trainer.Summary(best_top1=math.nan, final_top1=math.nan, steps=3, weight_bits=4,
+                              act_bits=4, num_params=272_474, wall_time_s=75.0,
+                              checkpoint_dir="run/checkpoints", log_dir="run/tensorboard",
+                              plot="run/curves.png")
+    lines = summary.lines()
+    assert "best top-1:   not evaluated yet" in lines
+    assert "final top-1:  not evaluated yet" in lines
+    assert "bits:         W4A4" in lines
+    assert "parameters:   272,474" in lines
