@@ -589,6 +589,8 @@ def main(argv):
                 share=_SHARE.value, seed=_SEED.value)
     except FlagError as error:
         cli.fail(str(error))
+    except FileNotFoundError as error:  # Includes the missing ImageNet archives.
+        cli.fail(str(error))
     if jax.process_index() != 0:
         return
     if _JSON.value:

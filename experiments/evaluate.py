@@ -44,11 +44,46 @@ def load_variables(config, path: pathlib.Path):
         if step is None or step not in ckpt.steps():
             cli.fail(f"No checkpoint {'at step ' + str(step) + ' ' if step else ''}in"
                      f" {ckpt.directory}; available steps: {ckpt.steps() or 'none'}.")
-        state, _ = ckpt.restore(step)
+        state, _ = ckpt.restore_unsharded(step)
     finally:
         ckpt.close()
+    check_run_config(config, workdir)
     print(f"Checkpoint: step {step} of {workdir}")
     return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
+# Quantization fields that change a trained model's outputs (inits and gradient rules do not).
+_FORWARD_QUANT_FIELDS = ("weight_bits", "act_bits", "grid", "strict")
+
+
+def check_run_config(config, workdir: pathlib.Path) -> None:
+    """Exit with status 2 when the run's saved model or quantization config differs.
+
+    Bit widths and grids share parameter shapes, so only the saved config distinguishes
+    them. A workdir without a readable config.json is not checked.
+    """
+    import json
+
+    from fat_jax.train import config_check, workdir as workdir_lib
+
+    try:
+        saved = json.loads((workdir / workdir_lib.CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    requested = json.loads(config.to_json())
+
+    def forward_fields(run: dict) -> dict:
+        """Return the config fields that change the evaluated model's outputs."""
+        quant = run.get("quant") or {}
+        return {"model": run.get("model") or {},
+                "quant": {key: quant.get(key) for key in _FORWARD_QUANT_FIELDS}}
+
+    differences = config_check.differing_fields(forward_fields(saved),
+                                                forward_fields(requested))
+    if differences:
+        cli.fail(f"The run in {workdir} was trained with another model or quantization"
+                 f" config (saved -> requested): {'; '.join(differences)}. Pass the config"
+                 " it was trained with, or these fields as --config.FIELD=VALUE.")
 
 
 def check_fits(variables, expected, source: str) -> None:

@@ -136,6 +136,20 @@ class Checkpoints:
             step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
         return restored["state"], dict(restored["meta"])
 
+    def restore_unsharded(self, step: int) -> tuple[Any, dict[str, Any]]:
+        """Restore `(state as nested dicts, meta)` at `step` for reading, not resuming.
+
+        Raises:
+          ValueError: the step's files are not a readable checkpoint; the message
+            names the step, the directory and orbax's error.
+        """
+        try:
+            return self.restore(step)
+        except Exception as error:  # noqa: BLE001 - orbax raises many types for bad files.
+            raise ValueError(f"Cannot read the checkpoint at step {step} in {self.directory}:"
+                             f" {_short(error)}. Is it a checkpoint written by fat-jax?"
+                             ) from error
+
     def restore_latest(self, target: TrainState) -> tuple[TrainState, dict[str, Any]] | None:
         """Restore the newest checkpoint that loads, moving damaged ones aside; None if none.
 

@@ -64,8 +64,10 @@ def _from_workdir(workdir: pathlib.Path, variables: dict, arch: str) -> dict:
         raise ValueError(
             f"Invalid init_from={str(workdir)!r}: no checkpoint found in"
             f" {ckpt.directory}. Point it at a run that saved at least one checkpoint.")
-    state, _ = ckpt.restore(step)
-    ckpt.close()
+    try:
+        state, _ = ckpt.restore_unsharded(step)
+    finally:
+        ckpt.close()
     logging.info("Initialising from step %d of %s.", step, workdir)
     return {
         "params": merge(variables["params"], state["params"], "params"),

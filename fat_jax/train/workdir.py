@@ -48,7 +48,7 @@ def check(workdir: str | pathlib.Path, config: ml_collections.ConfigDict,
     With `allow_config_change`, log the differences as a warning instead.
     """
     workdir = pathlib.Path(workdir)
-    for path in (workdir, workdir / CHECKPOINT_DIR):
+    for path in (workdir / CHECKPOINT_DIR, workdir, *workdir.absolute().parents):
         if path.exists() and not path.is_dir():
             raise WorkdirConflictError(
                 f"Workdir path {path} is a file, not a directory. Pass a --workdir that is"

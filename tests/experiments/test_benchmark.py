@@ -66,6 +66,16 @@ def test_input_json_smoke():
         assert record[key] > 0, key
 
 
+def test_input_mode_without_imagenet_exits_2(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _run("--mode=input", f"--data_dir={empty}", f"--manual_dir={empty}",
+                  "--batch_size=2", "--steps=1", "--warmup_steps=0")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "ILSVRC2012_img_train.tar" in result.stderr
+
+
 def test_invalid_variant_exits_2():
     result = _run("--variants=float,int8")
 

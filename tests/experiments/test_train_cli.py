@@ -111,10 +111,11 @@ def test_config_file_without_get_config_exits_2(tmp_path, without_tensorflow, mo
 def test_workdir_that_is_a_file_exits_2(tmp_path, digits_dir, without_tensorflow):
     results = tmp_path / "results.txt"
     results.write_text("a user's notes\n")
-    result = _run("experiments.train", f"--workdir={results}",
-                  f"--config.dataset.data_dir={digits_dir}", env_overrides=without_tensorflow)
-    assert f"Workdir path {results} is a file, not a directory" in _single_error(result)
-    assert results.read_text() == "a user's notes\n"
+    for workdir in (results, results / "run"):
+        result = _run("experiments.train", f"--workdir={workdir}",
+                      f"--config.dataset.data_dir={digits_dir}", env_overrides=without_tensorflow)
+        assert f"Workdir path {results} is a file, not a directory" in _single_error(result)
+        assert results.read_text() == "a user's notes\n"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -144,14 +145,35 @@ def test_train_then_evaluate_digits(tmp_path, digits_dir):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert re.search(r"resnet20 on digits \(360 examples\): top-1 \d+\.\d\d%", evaluated.stdout)
 
-    # A config of another architecture or bit width is named as the problem.
-    for fields in (["--config.model.arch=resnet32"],
-                   ["--config.quant.weight_bits=32", "--config.quant.act_bits=32"]):
+    # A config of another architecture, bit width or grid is named as the problem,
+    # from the run's saved config.
+    for fields, difference in [
+            (["--config.model.arch=resnet32"], "model.arch: 'resnet20' -> 'resnet32'"),
+            (["--config.quant.weight_bits=32", "--config.quant.act_bits=32"],
+             "quant.weight_bits: 4 -> 32"),
+            (["--config.quant.grid=log"], "quant.grid: 'uniform' -> 'log'")]:
         mismatched = _run("experiments.evaluate", f"--config.dataset.data_dir={digits_dir}",
                           *fields, f"--checkpoint={workdir}")
         error = _single_error(mismatched)
-        assert f"The checkpoint {workdir} does not fit the config's model" in error, fields
-        assert "config.json" in error
+        assert f"The run in {workdir} was trained with another model or quantization" in error
+        assert difference in error
+
+    # Without the saved config, the arrays' shapes still reveal another architecture.
+    (workdir / "config.json").unlink()
+    mismatched = _run("experiments.evaluate", f"--config.dataset.data_dir={digits_dir}",
+                      "--config.model.arch=resnet32", f"--checkpoint={workdir}")
+    error = _single_error(mismatched)
+    assert f"The checkpoint {workdir} does not fit the config's model" in error
+    assert "config.json" in error
+
+
+def test_evaluate_unreadable_checkpoint_exits_2(tmp_path):
+    step_dir = tmp_path / "checkpoints" / "7"
+    step_dir.mkdir(parents=True)
+    (step_dir / "notes.txt").write_text("not a checkpoint\n")
+    error = _single_error(_run("experiments.evaluate", f"--checkpoint={tmp_path}"))
+    assert f"Cannot read the checkpoint at step 7 in {tmp_path / 'checkpoints'}" in error
+    assert (step_dir / "notes.txt").read_text() == "not a checkpoint\n"
 
 
 def test_evaluate_bad_checkpoint_path(tmp_path):

@@ -125,3 +125,15 @@ def test_parse_arg(arg, expected):
 def test_parse_arg_rejects(arg, message):
     with pytest.raises(ValueError, match=message):
         common.parse_arg(arg, bits=4, grid="uniform")
+
+
+def test_init_from_unreadable_checkpoint(tmp_path):
+    from fat_jax.train import init_from
+
+    step_dir = tmp_path / "checkpoints" / "7"
+    step_dir.mkdir(parents=True)
+    (step_dir / "notes.txt").write_text("not a checkpoint\n")
+    with pytest.raises(init_from.InitFromError,
+                       match=r"Cannot read the checkpoint at step 7 in .*checkpoints"):
+        init_from.load(str(tmp_path), {"params": {}, "batch_stats": {}}, arch="resnet20")
+    assert (step_dir / "notes.txt").read_text() == "not a checkpoint\n"
