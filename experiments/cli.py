@@ -84,6 +84,10 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
+# What ml_collections raises for a --config.FIELD override whose FIELD does not exist.
+_OVERRIDE_PATH_ERRORS = (AttributeError, KeyError, TypeError)
+
+
 def _config_file_error(error: BaseException) -> str:
     root = _root_cause(error)
     return f"cannot load the config file: {type(root).__name__}: {_one_line(root)}"
@@ -97,10 +101,10 @@ def _unknown_override(argv: list[str]) -> str | None:
     for arg in argv[1:]:
         if not arg.startswith("--config."):
             continue
-        path = arg[len("--config."):].split("=", 1)[0]
+        names = arg[len("--config."):].split("=", 1)[0].split(".")
         node = config
-        for depth, name in enumerate(path.split(".")):
-            parent = ".".join(["config", *path.split(".")[:depth]])
+        for depth, name in enumerate(names):
+            parent = ".".join(["config", *names[:depth]])
             if not hasattr(node, "keys"):
                 return (f"Unknown config field in {arg!r}: {parent} is a value"
                         f" ({node!r}), not a group of fields.")
@@ -120,7 +124,7 @@ def define_config_flag(help_text: str) -> flags.FlagHolder:
     try:
         return config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, help_text,
                                                lock_config=True)
-    except (AttributeError, KeyError, TypeError) as error:
+    except _OVERRIDE_PATH_ERRORS as error:
         fail(_unknown_override(sys.argv) or _config_file_error(error))
 
 
@@ -136,7 +140,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as error:
         fail(flag_error_message(error))
     except Exception as error:  # noqa: BLE001 - raised by the user's config file.
-        unknown = isinstance(error, (AttributeError, KeyError, TypeError)) and _unknown_override(argv)
+        unknown = isinstance(error, _OVERRIDE_PATH_ERRORS) and _unknown_override(argv)
         fail(unknown or _config_file_error(error))
 
 

@@ -37,17 +37,17 @@ def load_variables(config, path: pathlib.Path):
     if not (workdir / checkpoints_lib.CHECKPOINT_DIR).is_dir():
         cli.fail(f"Invalid --checkpoint={str(path)!r}: not a file, a run workdir or a"
                  " checkpoint step directory. Pass one of those.")
+    check_run_config(config, workdir)
     ckpt = checkpoints_lib.Checkpoints(workdir, read_only=True)
     try:
         if step is None:
-            step = ckpt.best_step() or (ckpt.steps()[-1] if ckpt.steps() else None)
+            step = ckpt.best_or_latest_step()
         if step is None or step not in ckpt.steps():
             cli.fail(f"No checkpoint {'at step ' + str(step) + ' ' if step else ''}in"
                      f" {ckpt.directory}; available steps: {ckpt.steps() or 'none'}.")
         state, _ = ckpt.restore_unsharded(step)
     finally:
         ckpt.close()
-    check_run_config(config, workdir)
     print(f"Checkpoint: step {step} of {workdir}")
     return {"params": state["params"], "batch_stats": state["batch_stats"]}
 

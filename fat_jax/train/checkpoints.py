@@ -116,6 +116,11 @@ class Checkpoints:
     def best_step(self) -> int | None:
         return self.manager.best_step()
 
+    def best_or_latest_step(self) -> int | None:
+        """Return the step of the best checkpoint, else of the newest; None if none."""
+        steps = self.steps()
+        return self.best_step() or (steps[-1] if steps else None)
+
     def read_meta(self, step: int) -> dict[str, Any]:
         restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(restored["meta"])

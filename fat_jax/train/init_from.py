@@ -59,7 +59,7 @@ def _from_workdir(workdir: pathlib.Path, variables: dict, arch: str) -> dict:
                 f"Invalid init_from={str(workdir)!r}: that run trained {source_arch!r}, this"
                 f" one trains {arch!r}. Point init_from at a run of the same architecture.")
     ckpt = checkpoints_lib.Checkpoints(workdir, read_only=True)
-    step = ckpt.best_step() or (ckpt.steps()[-1] if ckpt.steps() else None)
+    step = ckpt.best_or_latest_step()
     if step is None:
         raise ValueError(
             f"Invalid init_from={str(workdir)!r}: no checkpoint found in"
