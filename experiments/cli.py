@@ -84,7 +84,7 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-# What ml_collections raises for a --config.FIELD override whose FIELD does not exist.
+# Exception types that ml_collections raises for a --config.FIELD override of no field.
 _OVERRIDE_PATH_ERRORS = (AttributeError, KeyError, TypeError)
 
 
